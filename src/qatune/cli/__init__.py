@@ -1,0 +1,61 @@
+"""The `qatune` command line: one module per command, each with `add_parser` and `run`.
+
+Every command returns an exit code; a QATuneError is printed as `error: ...` with no
+traceback and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from qatune.errors import QATuneError
+
+# Command name -> module under qatune.cli. Modules are imported only when needed, so that
+# `qatune validate` and `qatune score` never import torch.
+COMMANDS = {
+    "validate": "Check a data file: counts, repairs, problems with their places.",
+    "score": "Score a predictions file against gold data (official SQuAD EM/F1).",
+    "train": "Fine-tune a model on SQuAD-style data.",
+    "evaluate": "Answer every question of a data file with a model and score the answers.",
+    "predict": "Answer every question of a data file; write predictions.json.",
+    "ask": "Answer one question about one context.",
+    "export": "Export a model to ONNX (optionally with int8 weights) for fast CPU answering.",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from qatune import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="qatune",
+        description="Fine-tune, evaluate and serve extractive question-answering models.",
+    )
+    parser.add_argument("--version", action="version", version=f"qatune {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, help_text in COMMANDS.items():
+        module = importlib.import_module(f"qatune.cli.{name}")
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return int(args._run(args) or 0)
+    except QATuneError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""`qatune evaluate MODEL DATA [--output DIR]`: answer every question and score the answers.
+
+Writes predictions.json and na_probs.json in the formats the official SQuAD scripts read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from qatune.cli import options
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model directory (or hub id)")
+    parser.add_argument("data", help="data file with gold answers")
+    parser.add_argument("--output", help="folder for predictions.json and na_probs.json (default: none written)")
+    options.add_model_loading(parser)
+    options.add_data_reading(parser)
+    options.add_json(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    options.quiet_libraries()
+    examples = options.read_examples(args.data, args)
+    model = options.load_model(args)
+    evaluation = model.evaluate(examples, batch_size=args.batch_size, progress=not args.json)
+    if args.output:
+        folder = Path(args.output)
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_json(folder / "predictions.json", evaluation.predictions)
+        _write_json(folder / "na_probs.json", evaluation.na_probs)
+    if args.json:
+        print(json.dumps(evaluation.metrics, indent=2))
+        return 0
+    print(f"{args.data}: {len(examples)} questions, SQuAD {evaluation.version} metrics")
+    for key, value in evaluation.metrics.items():
+        print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    if args.output:
+        print(f"wrote predictions.json and na_probs.json to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _write_json(path: Path, value) -> None:
+    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,0 +1,61 @@
+"""Command-line options shared by several commands, so that they mean the same everywhere."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def add_data_reading(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format", default="auto", choices=["auto", "squad", "paragraphs", "records"],
+        help="layout of the data file (default: detected)",
+    )
+    parser.add_argument(
+        "--on-error", default="repair", choices=["repair", "strict", "skip"],
+        help="what to do with answers whose offsets do not match (default: repair what can be)",
+    )
+
+
+def add_model_loading(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, default=64, help="windows per forward pass (default: 64)")
+    parser.add_argument("--no-bf16", action="store_true", help="compute in float32 even where bf16 is fast")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="allow model code from the model's repository to run"
+    )
+
+
+def load_model(args: argparse.Namespace):
+    from qatune.inference import QAModel
+
+    return QAModel.from_pretrained(
+        args.model,
+        device=args.device,
+        bf16=False if args.no_bf16 else None,
+        trust_remote_code=args.trust_remote_code,
+    )
+
+
+def read_examples(path, args: argparse.Namespace):
+    from qatune.data import load_examples
+
+    return load_examples(path, format=args.format, on_error=args.on_error)
+
+
+def quiet_libraries() -> None:
+    """Keep transformers' and accelerate's informational chatter out of the command's output."""
+    import logging
+
+    for name in ("transformers", "accelerate", "torch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass

@@ -1,0 +1,53 @@
+"""`qatune predict MODEL DATA -o predictions.json`: answer every question of a data file.
+
+The output maps each question id to its answer text ("" for no answer), the format the
+official SQuAD scripts read; `--na-probs FILE` also writes the no-answer probabilities, and
+`--details FILE` the top answers with character offsets and scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from qatune.cli import options
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model directory (or hub id)")
+    parser.add_argument("data", help="data file with the questions (gold answers, if any, are not used)")
+    parser.add_argument("-o", "--output", required=True, help="predictions file to write")
+    parser.add_argument("--na-probs", help="also write question id -> no-answer probability to this file")
+    parser.add_argument("--details", help="also write the top answers with offsets and scores to this file")
+    parser.add_argument("--top-k", type=int, default=1, help="answers kept per question in --details (default: 1)")
+    options.add_model_loading(parser)
+    options.add_data_reading(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    options.quiet_libraries()
+    from qatune.evaluation import official_predictions
+
+    examples = options.read_examples(args.data, args)
+    model = options.load_model(args)
+    decoded = model.predict(examples, batch_size=args.batch_size, top_k=args.top_k, progress=True)
+    predictions, na_probs = official_predictions(examples, decoded, model.settings.null_threshold)
+    _write_json(args.output, predictions)
+    if args.na_probs:
+        _write_json(args.na_probs, na_probs)
+    if args.details:
+        details = {
+            example.id: {"answers": [asdict(answer) for answer in result.answers], "null_prob": result.null_prob}
+            for example, result in zip(examples, decoded)
+        }
+        _write_json(args.details, details)
+    unanswered = sum(1 for text in predictions.values() if not text)
+    print(f"wrote {len(predictions)} predictions to {args.output} ({unanswered} answered 'no answer')", file=sys.stderr)
+    return 0
+
+
+def _write_json(path: str, value) -> None:
+    Path(path).write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,0 +1,127 @@
+"""`qatune train [TRAIN] [--dev DEV] ...`: fine-tune a model.
+
+With no TRAIN, trains on the sample dataset shipped with qatune and evaluates on its dev
+part before and after training, to show what fine-tuning does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from qatune.cli import options
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("train", nargs="?", help="training data (default: the sample dataset shipped with qatune)")
+    parser.add_argument("--dev", help="dev data: evaluated every epoch; the best epoch by F1 is kept")
+    parser.add_argument("--model", help="hub id or local directory (default: the bundled all-MiniLM-L6-v2)")
+    parser.add_argument("--output", default="qatune-model", help="model directory to write (default: qatune-model)")
+    parser.add_argument("--epochs", type=int, help="epochs (default: chosen from the data size, at least 2)")
+    parser.add_argument("--batch-size", type=int, default=16, help="training items per batch (default: 16)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 2e-4)")
+    parser.add_argument("--warmup-ratio", type=float, default=0.1, help="share of steps warming up (default: 0.1)")
+    parser.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step (default: 1)")
+    parser.add_argument("--save-every", type=int, default=1, help="checkpoint every K epochs; 0: never (default: 1)")
+    parser.add_argument("--patience", type=int, help="stop after P epochs without a better dev F1")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output")
+    parser.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
+    parser.add_argument("--no-bf16", action="store_true", help="train in float32 even where bf16 is fast")
+    parser.add_argument("--max-seq-length", type=int, default=384, help="tokens per window (default: 384)")
+    parser.add_argument("--doc-stride", type=int, default=128, help="overlap between windows, in tokens (default: 128)")
+    parser.add_argument("--max-question-length", type=int, default=64, help="longer questions are cut (default: 64)")
+    parser.add_argument("--max-answer-length", type=int, default=30, help="longest answer, in tokens (default: 30)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model's repository")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    options.add_data_reading(parser)
+    options.add_json(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    options.quiet_libraries()
+    from qatune import sample
+    from qatune.settings import QASettings
+    from qatune.training import DEFAULT_LEARNING_RATE, TrainingArguments, train
+
+    on_sample = args.train is None
+    train_path = sample.TRAIN if on_sample else args.train
+    dev_path = sample.DEV if on_sample and args.dev is None else args.dev
+    settings = QASettings(
+        max_seq_length=args.max_seq_length,
+        doc_stride=args.doc_stride,
+        max_question_length=args.max_question_length,
+        max_answer_length=args.max_answer_length,
+    )
+    training_arguments = TrainingArguments(
+        output_dir=args.output,
+        model=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr if args.lr is not None else DEFAULT_LEARNING_RATE,
+        warmup_ratio=args.warmup_ratio,
+        gradient_accumulation_steps=args.grad_accum,
+        seed=args.seed,
+        bf16=False if args.no_bf16 else None,
+        save_every=args.save_every,
+        patience=args.patience,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        trust_remote_code=args.trust_remote_code,
+        settings=settings,
+    )
+    train_examples = options.read_examples(train_path, args)
+    dev_examples = options.read_examples(dev_path, args) if dev_path else None
+    say = _printer(args)
+    say(f"training on {train_path} ({len(train_examples)} questions)" + (f", dev {dev_path}" if dev_path else ""))
+
+    before = _untrained_metrics(training_arguments, dev_examples) if on_sample and dev_examples else None
+    if before is not None:
+        say("dev before training: " + _metrics_text(before))
+    result = train(train_examples, dev_examples, training_arguments, progress=not (args.quiet or args.json), log=say)
+
+    summary = {
+        "output": str(result.output_dir),
+        "epochs": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "train_seconds": round(result.train_seconds, 2),
+        "counts": result.counts,
+        "dev": result.dev_metrics,
+    }
+    if before is not None:
+        summary["dev_before"] = before
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    if before is not None:
+        say("dev before training: " + _metrics_text(before))
+    if result.dev_metrics is not None:
+        say(f"dev after training (best epoch {result.best_epoch}): " + _metrics_text(result.dev_metrics))
+    say(f"trained {result.epochs_run} epochs in {result.train_seconds:.1f} s; model written to {result.output_dir}")
+    return 0
+
+
+def _untrained_metrics(arguments, dev_examples) -> dict:
+    """Dev metrics of the base model with its fresh, seeded QA head: the baseline to beat."""
+    from accelerate.utils import set_seed
+
+    from qatune.inference import QAModel, bf16_supported
+    from qatune.modeling import load_qa_model, load_tokenizer
+
+    set_seed(arguments.seed)
+    model = load_qa_model(arguments.model, trust_remote_code=arguments.trust_remote_code)
+    tokenizer = load_tokenizer(arguments.model, trust_remote_code=arguments.trust_remote_code)
+    device = next(model.parameters()).device
+    use_bf16 = bf16_supported(device) if arguments.bf16 is None else arguments.bf16
+    return QAModel(model.eval(), tokenizer, arguments.settings, bf16=use_bf16).evaluate(dev_examples).metrics
+
+
+def _metrics_text(metrics: dict) -> str:
+    exact = metrics.get("exact_match", metrics.get("exact"))
+    return f"EM {exact:.2f}, F1 {metrics['f1']:.2f}"
+
+
+def _printer(args):
+    stream = sys.stderr if args.json else sys.stdout
+    return lambda message: print(message, file=stream, flush=True)

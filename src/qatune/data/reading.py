@@ -1,0 +1,196 @@
+"""Reading a data file: bytes -> text -> JSON -> layout, then every question through the
+layout reader; `read_dataset` and `load_examples` are the entry points."""
+
+from __future__ import annotations
+
+import codecs
+import json
+from pathlib import Path
+from typing import Any
+
+from qatune.data.examples import Example, PathLike
+from qatune.data.layouts import _Reader
+from qatune.data.messages import _MISSING, _describe, _describe_top
+from qatune.data.report import ValidationReport
+from qatune.errors import DataError, SettingsError
+
+FORMATS = ("auto", "squad", "paragraphs", "records")
+POLICIES = ("repair", "strict", "skip")
+_LAYOUT_HELP = (
+    'squad ({"data": [{"title", "paragraphs": [{"context", "qas": [...]}]}]}), '
+    'paragraphs ([{"context", "qas": [{"question", "answers"}]}]) or '
+    'records (JSON Lines or a list of {"id", "question", "context", '
+    '"answers": {"text": [...], "answer_start": [...]}})'
+)
+
+
+def read_dataset(
+    path: PathLike, *, format: str = "auto", on_error: str = "repair"
+) -> tuple[list[Example], ValidationReport]:
+    """Read a data file; return the usable examples and a report of every problem found.
+
+    Raises DataError only for whole-file problems (missing file, not UTF-8, bad JSON,
+    unknown layout); every other problem is collected in `report.errors`.
+
+    >>> examples, report = read_dataset("tests/data/data_records.jsonl")
+    >>> report.layout, len(examples), report.errors
+    ('records', 3, [])
+    """
+    _check_choice("format", format, FORMATS)
+    _check_choice("on_error", on_error, POLICIES)
+    path = Path(path)
+    value, jsonl = _parse(_read_text(path), path)
+    layout = _detect_layout(value, jsonl, path) if format == "auto" else format
+    items = _top_level_items(value, jsonl, layout, path)
+    reader = _Reader(str(path), layout, on_error)
+    if layout == "squad":
+        reader.read_squad(items)
+    elif layout == "paragraphs":
+        reader.read_paragraphs(items)
+    else:
+        reader.read_records(items)
+    return reader.finish()
+
+
+def load_examples(path: PathLike, *, format: str = "auto", on_error: str = "repair") -> list[Example]:
+    """Read a data file and return its examples; raise DataError if it has any error.
+
+    >>> [e.id for e in load_examples("tests/data/data_paragraphs.json")]
+    ['p1', 'p2', 'a98872ea7e23']
+    """
+    examples, report = read_dataset(path, format=format, on_error=on_error)
+    if report.errors:
+        first = report.errors[0]
+        message = f"{report.path}: {first}"
+        if len(report.errors) > 1:
+            message += (
+                f" (and {len(report.errors) - 1} more problems; "
+                f"run `qatune validate {report.path}` to see them all)"
+            )
+        raise DataError(message)
+    return examples
+
+
+def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        names = ", ".join(f'"{a}"' for a in allowed)
+        raise SettingsError(f"{name} must be one of {names}; found {_describe(value)}")
+
+
+# ---------------------------------------------------------------------------------------
+# Whole-file reading: bytes -> text -> JSON -> layout.
+
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: expected a data file, found no such file; check the path") from None
+    except IsADirectoryError:
+        raise DataError(
+            f"{path}: expected a data file, found a directory; pass the JSON file inside it"
+        ) from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read the file ({error.strerror}); check its permissions") from None
+    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return raw[skip:].decode("utf-8")
+    except UnicodeDecodeError as error:
+        offset = skip + error.start
+        line = raw[:offset].count(b"\n") + 1
+        raise DataError(
+            f"{path}: expected UTF-8 text, found the byte 0x{raw[offset]:02x} at byte offset "
+            f"{offset} (line {line}), which is not valid UTF-8; save the file as UTF-8"
+        ) from None
+
+
+def _parse(text: str, path: Path) -> tuple[Any, bool]:
+    """Return (parsed JSON, False) or ([(place, record), ...], True) for JSON Lines."""
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        return _parse_jsonl(text, path), True
+    if not text.strip():
+        raise DataError(f"{path}: expected JSON data, found an empty file; add the data")
+    try:
+        return json.loads(text), False
+    except json.JSONDecodeError as error:
+        if error.msg == "Extra data" and _first_line_is_object(text):
+            return _parse_jsonl(text, path), True
+        raise DataError(
+            f"{path}: expected valid JSON, found a syntax error at line {error.lineno}, column "
+            f"{error.colno} ({error.msg}); fix the JSON there"
+        ) from None
+    except (RecursionError, ValueError) as error:  # absurd nesting, integers of 4300+ digits
+        raise DataError(f"{path}: expected valid JSON, found JSON that cannot be read ({error})") from None
+
+
+def _first_line_is_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text.split("\n", 1)[0]), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
+def _parse_jsonl(text: str, path: Path) -> list[tuple[str, Any]]:
+    records = []
+    # split on "\n" only: JSON strings may hold U+2028 and friends that splitlines() splits on
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append((f"line {number}", json.loads(line)))
+        except json.JSONDecodeError as error:
+            raise DataError(
+                f"{path}: line {number}: expected one JSON object per line (JSON Lines), found a "
+                f"syntax error at column {error.colno} ({error.msg}); fix that line"
+            ) from None
+        except (RecursionError, ValueError) as error:
+            raise DataError(
+                f"{path}: line {number}: expected one JSON object per line (JSON Lines), found "
+                f"JSON that cannot be read ({error})"
+            ) from None
+    return records
+
+
+def _detect_layout(value: Any, jsonl: bool, path: Path) -> str:
+    if jsonl:
+        return "records"
+    if isinstance(value, dict) and "data" in value:
+        return "squad"
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        if "qas" in value[0]:
+            return "paragraphs"
+        if "question" in value[0]:
+            return "records"
+    raise DataError(
+        f"{path}: cannot tell the layout of this file: expected {_LAYOUT_HELP}, found "
+        f"{_describe_top(value)}; convert the file to one of these layouts, or name its layout "
+        f"with --format (format=...)"
+    )
+
+
+def _top_level_items(value: Any, jsonl: bool, layout: str, path: Path) -> Any:
+    """Check the outermost shape that `layout` needs; return what its reader walks."""
+    if layout == "records":
+        if jsonl:
+            return value
+        if isinstance(value, list):
+            return [(f"[{i}]", record) for i, record in enumerate(value)]
+        expected = "a JSON list of records, or JSON Lines (one record per line)"
+    elif jsonl:
+        expected = "one JSON document"
+    elif layout == "squad" and isinstance(value, dict):
+        if isinstance(value.get("data"), list):
+            return value["data"]
+        raise DataError(
+            f'{path}: data: expected a list of articles, found {_describe(value.get("data", _MISSING))}; '
+            f'write the articles as "data": [{{"title": ..., "paragraphs": [...]}}]'
+        )
+    elif layout == "paragraphs" and isinstance(value, list):
+        return value
+    else:
+        expected = 'a JSON object with a "data" list' if layout == "squad" else "a JSON list of paragraphs"
+    found = "JSON Lines" if jsonl else _describe_top(value)
+    raise DataError(
+        f"{path}: expected {expected} for the {layout} layout, found {found}; "
+        f"check --format (format=...), or leave it out to detect the layout"
+    )

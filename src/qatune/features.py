@@ -1,0 +1,179 @@
+"""Tokenized windows: question + context cut into overlapping windows, with offsets and labels.
+
+A window is `[CLS] question [SEP] context-part [SEP]`; consecutive windows of one context
+share `doc_stride` tokens. Each window keeps the index of its example and, per token, the
+half-open character span `[start, end)` of that token in the original context, or (-1, -1)
+for tokens that are not context (question, special tokens), so that decoding can never pick
+them.
+
+Labels map an answer's half-open character span to the first and last token that cover it.
+A window that does not hold the whole answer, and every window of an unanswerable question,
+points at the CLS token (index 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from qatune.data import Example
+from qatune.errors import SettingsError
+from qatune.settings import QASettings
+
+NOT_CONTEXT = -1
+
+
+@dataclass
+class Windows:
+    """The windows of a list of examples, unpadded (batches pad them to their own longest)."""
+
+    input_ids: list[np.ndarray]
+    token_type_ids: list[np.ndarray] | None
+    offsets: list[np.ndarray]  # (length, 2) int32, NOT_CONTEXT outside the context
+    example_index: np.ndarray  # window -> index of its example in the list given
+    truncated_questions: int = 0
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self))
+
+    def of_example(self) -> list[list[int]]:
+        """Window indices grouped by example, in example order."""
+        groups: list[list[int]] = [[] for _ in range(int(self.example_index.max(initial=-1)) + 1)]
+        for window, example in enumerate(self.example_index.tolist()):
+            groups[example].append(window)
+        return groups
+
+
+@dataclass
+class TrainingItems:
+    """One item per (window, distinct gold answer): what the model learns to point at."""
+
+    window: np.ndarray
+    start: np.ndarray
+    end: np.ndarray  # inclusive token index of the answer's last token
+    answers_outside: int = 0  # answers no window holds whole: not trained on
+    answer_places: list[str] = field(default_factory=list)  # where those answers are, first few
+
+    def __len__(self) -> int:
+        return len(self.window)
+
+
+def make_windows(examples: Sequence[Example], tokenizer, settings: QASettings) -> Windows:
+    """Tokenize every example into windows (no padding)."""
+    _check_tokenizer_room(tokenizer, settings)
+    questions, truncated = _cut_questions([example.question for example in examples], tokenizer, settings)
+    encoded = tokenizer(
+        questions,
+        [example.context for example in examples],
+        truncation="only_second",
+        max_length=settings.max_seq_length,
+        stride=settings.doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding=False,
+    )
+    use_token_types = "token_type_ids" in tokenizer.model_input_names and "token_type_ids" in encoded
+    input_ids, token_types, offsets = [], [], []
+    for index, ids in enumerate(encoded["input_ids"]):
+        input_ids.append(np.asarray(ids, dtype=np.int64))
+        if use_token_types:
+            token_types.append(np.asarray(encoded["token_type_ids"][index], dtype=np.int64))
+        offsets.append(_context_offsets(encoded["offset_mapping"][index], encoded.sequence_ids(index)))
+    return Windows(
+        input_ids=input_ids,
+        token_type_ids=token_types if use_token_types else None,
+        offsets=offsets,
+        example_index=np.asarray(encoded["overflow_to_sample_mapping"], dtype=np.int64),
+        truncated_questions=truncated,
+    )
+
+
+def label_windows(examples: Sequence[Example], windows: Windows) -> TrainingItems:
+    """Start/end token labels for every window and every distinct gold answer."""
+    window_ids, starts, ends = [], [], []
+    outside, places = 0, []
+    for example_index, group in enumerate(windows.of_example()):
+        example = examples[example_index]
+        spans = sorted({(answer.start, answer.end) for answer in example.answers})
+        if not spans:  # unanswerable: every window points at CLS
+            for window in group:
+                window_ids.append(window), starts.append(0), ends.append(0)
+            continue
+        for char_start, char_end in spans:
+            located = [_locate(windows.offsets[window], char_start, char_end) for window in group]
+            if all(position is None for position in located):
+                outside += 1
+                if len(places) < 5:
+                    places.append(f"{example.place or example.id} ({example.context[char_start:char_end]!r})")
+                continue
+            for window, position in zip(group, located):
+                start, end = position if position is not None else (0, 0)
+                window_ids.append(window), starts.append(start), ends.append(end)
+    return TrainingItems(
+        window=np.asarray(window_ids, dtype=np.int64),
+        start=np.asarray(starts, dtype=np.int64),
+        end=np.asarray(ends, dtype=np.int64),
+        answers_outside=outside,
+        answer_places=places,
+    )
+
+
+def _locate(offsets: np.ndarray, char_start: int, char_end: int) -> tuple[int, int] | None:
+    """First and last token of the span `[char_start, char_end)`, or None when this window
+    does not hold all of it."""
+    context = np.flatnonzero(offsets[:, 0] != NOT_CONTEXT)
+    if len(context) == 0:
+        return None
+    first, last = int(context[0]), int(context[-1])
+    if offsets[first, 0] > char_start or offsets[last, 1] < char_end:
+        return None
+    token_starts = offsets[first : last + 1, 0]
+    token_ends = offsets[first : last + 1, 1]
+    # First token ending after the answer starts; last token starting before it ends.
+    start = first + int(np.searchsorted(token_ends, char_start, side="right"))
+    end = first + int(np.searchsorted(token_starts, char_end, side="left")) - 1
+    return (start, end) if start <= end else None
+
+
+def _context_offsets(offset_mapping, sequence_ids) -> np.ndarray:
+    offsets = np.asarray(offset_mapping, dtype=np.int32).reshape(-1, 2)
+    is_context = np.fromiter((sequence_id == 1 for sequence_id in sequence_ids), dtype=bool, count=len(offsets))
+    offsets[~is_context] = NOT_CONTEXT
+    return offsets
+
+
+def _cut_questions(questions: list[str], tokenizer, settings: QASettings) -> tuple[list[str], int]:
+    """Cut questions longer than `max_question_length` tokens at a token border."""
+    limit = settings.max_question_length
+    encoded = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
+    cut, truncated = [], 0
+    for question, offsets in zip(questions, encoded["offset_mapping"]):
+        if len(offsets) > limit:
+            question = question[: offsets[limit - 1][1]]
+            truncated += 1
+        cut.append(question)
+    return cut, truncated
+
+
+def _check_tokenizer_room(tokenizer, settings: QASettings) -> None:
+    special = tokenizer.num_special_tokens_to_add(pair=True)
+    room = settings.max_seq_length - settings.max_question_length - special
+    if settings.doc_stride >= room:
+        raise SettingsError(
+            f"doc_stride ({settings.doc_stride}) must be smaller than the room left for the context "
+            f"({room} tokens: max_seq_length {settings.max_seq_length} - max_question_length "
+            f"{settings.max_question_length} - {special} special tokens of this tokenizer); "
+            f"lower doc_stride or max_question_length"
+        )
+    model_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_limit, int) and model_limit < 1_000_000 and settings.max_seq_length > model_limit:
+        raise SettingsError(
+            f"max_seq_length ({settings.max_seq_length}) is longer than this model accepts "
+            f"({model_limit} tokens); use --max-seq-length {model_limit} or less"
+        )

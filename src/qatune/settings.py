@@ -1,0 +1,117 @@
+"""Windowing and decoding settings that travel with a model (`qatune.json`).
+
+Training, evaluation, the CLI and the server read the same file, so that every entry point
+cuts windows and picks spans the same way.
+
+    >>> QASettings(max_seq_length=256, doc_stride=64).context_room
+    189
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from qatune.errors import ModelError, SettingsError
+
+SETTINGS_FILE = "qatune.json"
+
+# Special tokens around a question/context pair: [CLS] question [SEP] context [SEP].
+# RoBERTa-style tokenizers use one more ("<s> q </s></s> c </s>"); features.py checks the
+# real count of the tokenizer in use.
+PAIR_SPECIAL_TOKENS = 3
+
+
+@dataclass
+class QASettings:
+    """How questions and contexts are cut into windows and how answers are picked.
+
+    max_seq_length: tokens per window, question and special tokens included.
+    doc_stride: tokens of overlap between two consecutive windows of one context.
+    max_question_length: longer questions are cut to this many tokens (and counted).
+    max_answer_length: the longest answer span considered, in tokens.
+    n_best: start and end positions considered per window.
+    null_threshold: a question is answered "no answer" when its no-answer probability
+        exceeds this; 1.0 means always answer. Tuned on dev data that has unanswerable
+        questions.
+    """
+
+    max_seq_length: int = 384
+    doc_stride: int = 128
+    max_question_length: int = 64
+    max_answer_length: int = 30
+    n_best: int = 20
+    null_threshold: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_seq_length", "doc_stride", "max_question_length", "max_answer_length", "n_best"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise SettingsError(f"{name} must be a whole number of at least 1, got {value!r}")
+        if not 0.0 <= float(self.null_threshold) <= 1.0:
+            raise SettingsError(
+                f"null_threshold must be a probability between 0 and 1, got {self.null_threshold!r}"
+            )
+        if self.context_room < 1:
+            raise SettingsError(
+                f"max_seq_length ({self.max_seq_length}) leaves no room for the context after a "
+                f"question of up to max_question_length ({self.max_question_length}) tokens and "
+                f"{PAIR_SPECIAL_TOKENS} special tokens; raise max_seq_length or lower max_question_length"
+            )
+        if self.doc_stride >= self.context_room:
+            raise SettingsError(
+                f"doc_stride ({self.doc_stride}) must be smaller than the room left for the context "
+                f"in a window ({self.context_room} tokens = max_seq_length {self.max_seq_length} - "
+                f"max_question_length {self.max_question_length} - {PAIR_SPECIAL_TOKENS} special "
+                f"tokens); use a doc_stride below {self.context_room}, e.g. {self.context_room // 3}"
+            )
+
+    @property
+    def context_room(self) -> int:
+        """Context tokens a window holds when the question is as long as allowed."""
+        return self.max_seq_length - self.max_question_length - PAIR_SPECIAL_TOKENS
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "QASettings":
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+
+def write_model_card(directory: str | Path, settings: QASettings, **extra: Any) -> Path:
+    """Write `qatune.json`: the settings plus whatever else describes the model
+    (training arguments, data hashes and counts, final metrics)."""
+    path = Path(directory) / SETTINGS_FILE
+    payload = {"qatune_version": _version(), "settings": settings.to_dict(), **extra}
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def read_model_card(directory: str | Path) -> dict[str, Any]:
+    """Read `qatune.json` of a model directory; a model without one gets the default settings."""
+    path = Path(directory) / SETTINGS_FILE
+    if not path.is_file():
+        return {"settings": QASettings().to_dict()}
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelError(
+            f"{path}: expected the JSON settings file qatune writes, but it cannot be read ({error}); "
+            f"delete it to use the default settings, or copy it again from the trained model"
+        ) from None
+    if not isinstance(card, dict) or not isinstance(card.get("settings", {}), dict):
+        raise ModelError(f"{path}: expected a JSON object with a 'settings' object; found {type(card).__name__}")
+    return card
+
+
+def _version() -> str:
+    from qatune import __version__
+
+    return __version__
+
+
+__all__ = ["QASettings", "SETTINGS_FILE", "write_model_card", "read_model_card"]

@@ -1,0 +1,313 @@
+"""ONNX export: an exported folder answers like the torch model it came from.
+
+Measured on the tiny 2-layer models and the 27 questions (66 windows of 179 to 384 tokens)
+of the sample dev set, with onnxruntime 1.32 on an AVX-512 CPU:
+- float32: window logits differ by at most 1.5e-7 (logits lie within about +-0.4); the test
+  allows 1e-5. Every answer is the same, text and offsets.
+- int8: window logits differ by at most 0.008 and correlate at 0.99975 (BERT) and 0.99985
+  (DistilBERT); 24/27 and 26/27 answers are the same (a random tiny model's logits are
+  nearly flat, so a small change picks another span). The test asks for a correlation of
+  at least 0.999, a difference below 0.05 and at least 80% of the answers the same.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+import qatune.export as export  # noqa: E402
+from qatune import sample  # noqa: E402
+from qatune.data import load_examples  # noqa: E402
+from qatune.errors import ModelError, SettingsError  # noqa: E402
+from qatune.export import export_onnx, load_onnx_model  # noqa: E402
+from qatune.features import make_windows  # noqa: E402
+from qatune.inference import QAModel, window_logits  # noqa: E402
+from qatune.settings import QASettings, read_model_card, write_model_card  # noqa: E402
+
+FLOAT32_TOLERANCE = 1e-5
+INT8_MIN_CORRELATION = 0.999
+INT8_MAX_DIFFERENCE = 0.05
+INT8_MIN_SAME_ANSWERS = 0.8
+
+
+@pytest.fixture(scope="module")
+def examples():
+    return load_examples(sample.DEV)
+
+
+@pytest.fixture(scope="module")
+def sources(tiny_bert, tiny_distilbert) -> dict[str, Path]:
+    return {"bert": tiny_bert, "distilbert": tiny_distilbert}
+
+
+@pytest.fixture(scope="module")
+def exported(sources, tmp_path_factory):
+    """Export folders, each made once per (model, quantize) for the whole module."""
+    made: dict[tuple[str, str | None], Path] = {}
+
+    def get(kind: str, quantize: str | None = None) -> Path:
+        if (kind, quantize) not in made:
+            folder = tmp_path_factory.mktemp(f"onnx-{kind}-{quantize or 'float32'}")
+            export_onnx(sources[kind], folder, quantize=quantize)
+            made[kind, quantize] = folder
+        return made[kind, quantize]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def reference(sources, examples):
+    """Window logits and answers of the torch models (float32), each computed once."""
+    made: dict[str, tuple[np.ndarray, list]] = {}
+
+    def get(kind: str) -> tuple[np.ndarray, list]:
+        if kind not in made:
+            model = torch_model(sources[kind])
+            made[kind] = all_window_logits(model, examples), best_spans(model, examples)
+        return made[kind]
+
+    return get
+
+
+def all_window_logits(model: QAModel, examples) -> np.ndarray:
+    """Start and end logits of every window, flat; batches of 7 mix batch sizes and lengths."""
+    windows = make_windows(examples, model.tokenizer, model.settings)
+    starts, ends = window_logits(model.model, windows, pad_token_id=model.tokenizer.pad_token_id or 0, batch_size=7)
+    return np.concatenate(starts + ends)
+
+
+def best_spans(model: QAModel, examples) -> list[list[tuple[str, int, int]]]:
+    return [[(a.text, a.start, a.end) for a in decoded.answers] for decoded in model.predict(examples)]
+
+
+def torch_model(source: Path) -> QAModel:
+    return QAModel.from_pretrained(source, device="cpu", bf16=False)
+
+
+@pytest.mark.parametrize("kind", ["bert", "distilbert"])
+def test_float32_export_answers_like_the_torch_model(kind, reference, exported, examples):
+    expected_logits, expected_spans = reference(kind)
+    onnx = QAModel.from_pretrained(exported(kind))
+
+    assert type(onnx.model).__name__ == "OnnxQAModel"
+    assert np.abs(all_window_logits(onnx, examples) - expected_logits).max() < FLOAT32_TOLERANCE
+    assert best_spans(onnx, examples) == expected_spans
+
+
+@pytest.mark.parametrize("kind", ["bert", "distilbert"])
+def test_int8_export_stays_close_to_the_torch_model(kind, reference, exported, examples):
+    expected_logits, expected_spans = reference(kind)
+    onnx = QAModel.from_pretrained(exported(kind, "int8"))
+
+    found = all_window_logits(onnx, examples)
+    assert np.corrcoef(expected_logits, found)[0, 1] >= INT8_MIN_CORRELATION
+    assert np.abs(found - expected_logits).max() < INT8_MAX_DIFFERENCE
+    same = sum(a == b for a, b in zip(best_spans(onnx, examples), expected_spans))
+    assert same >= INT8_MIN_SAME_ANSWERS * len(examples)
+
+
+def test_int8_export_stores_int8_weights(exported):
+    import onnx
+
+    float32, int8 = exported("bert") / "model.onnx", exported("bert", "int8") / "model.onnx"
+    int8_weights = [w for w in onnx.load(str(int8)).graph.initializer if w.data_type == onnx.TensorProto.INT8]
+
+    assert len(int8_weights) >= 12  # 2 layers x 6 weight matrices (query, key, value, output, 2 feed-forward)
+    assert int8.stat().st_size < float32.stat().st_size
+    assert read_model_card(int8.parent)["onnx"]["quantize"] == "int8"
+
+
+@pytest.mark.parametrize(("kind", "inputs"), [
+    ("bert", ["input_ids", "attention_mask", "token_type_ids"]),
+    ("distilbert", ["input_ids", "attention_mask"]),
+])
+def test_graph_takes_what_the_tokenizer_makes_with_any_batch_and_length(kind, inputs, exported):
+    model = load_onnx_model(exported(kind))
+
+    assert model.input_names == inputs
+    assert [node.shape for node in model.session.get_inputs()] == [["batch", "sequence"]] * len(inputs)
+    assert [node.name for node in model.session.get_outputs()] == ["start_logits", "end_logits"]
+
+
+def test_onnx_model_stands_in_for_a_torch_model(exported):
+    import torch
+
+    model = load_onnx_model(exported("distilbert"))
+    ids = torch.tensor([[2, 40, 41, 3, 50, 51, 52, 3]])
+    output = model(input_ids=ids, attention_mask=torch.ones_like(ids))
+
+    assert next(model.parameters()).device == torch.device("cpu")
+    assert model.training is False and model.eval() is model and model.train(False) is model
+    assert output.start_logits.dtype == torch.float32 and output.start_logits.shape == (1, 8)
+    assert output.end_logits.dtype == torch.float32 and output.end_logits.shape == (1, 8)
+
+
+def test_export_carries_the_settings_and_the_model_card(tiny_bert, tmp_path):
+    source = tmp_path / "model"
+    shutil.copytree(tiny_bert, source)
+    settings = QASettings(max_seq_length=128, doc_stride=32, max_answer_length=12, null_threshold=0.7)
+    write_model_card(source, settings, metrics={"f1": 51.5})
+
+    path = export_onnx(source, tmp_path / "onnx")
+
+    card = read_model_card(path.parent)
+    assert card["settings"] == settings.to_dict()
+    assert card["metrics"] == {"f1": 51.5}
+    assert card["onnx"]["quantize"] is None and card["onnx"]["opset"] >= export.MIN_OPSET
+    assert QAModel.from_pretrained(path.parent).settings == settings
+    assert (path.parent / "config.json").read_text() == (source / "config.json").read_text()
+
+
+def test_large_weights_go_beside_the_graph(tiny_distilbert, tmp_path, monkeypatch, reference, examples):
+    monkeypatch.setattr(export, "EXTERNAL_DATA_BYTES", 0)  # as if the model had over 1.8 GB of weights
+
+    path = export_onnx(tiny_distilbert, tmp_path / "onnx")
+
+    assert (path.parent / "model.onnx.data").is_file()
+    found = all_window_logits(QAModel.from_pretrained(path.parent), examples)
+    assert np.abs(found - reference("distilbert")[0]).max() < FLOAT32_TOLERANCE
+
+
+@pytest.mark.parametrize(("arguments", "error", "message"), [
+    (
+        {"model_dir": "{tmp}/missing"}, ModelError,
+        "{tmp}/missing: expected a model folder (config.json, model.safetensors, tokenizer files), "
+        "found nothing; pass the folder that `qatune train` wrote",
+    ),
+    (
+        {"model_dir": "{model}/config.json"}, ModelError,
+        "{model}/config.json: expected a model folder (config.json, model.safetensors, tokenizer files), "
+        "found a file; pass the folder that `qatune train` wrote",
+    ),
+    (
+        {"output_dir": "{model}/config.json"}, SettingsError,
+        "{model}/config.json: expected a folder to write the ONNX model into, found a file; "
+        "choose another -o/--output",
+    ),
+    (
+        {"output_dir": "{model}"}, SettingsError,
+        "{model}: the output folder is the model folder itself; a model.onnx there would replace the "
+        "torch model when loading it: choose another -o/--output",
+    ),
+    (
+        {"quantize": "int4"}, SettingsError,
+        "quantize must be one of int8 (or None for float32 weights), got 'int4'",
+    ),
+    (
+        {"opset": 17}, SettingsError,
+        "opset must be a whole number of at least 18 (older opsets cannot express the exported graph), "
+        "got 17; leave it out to use the exporter's default",
+    ),
+])
+def test_bad_export_arguments_say_what_to_fix(arguments, error, message, tiny_bert, tmp_path):
+    values = {"model_dir": "{model}", "output_dir": "{tmp}/onnx", **arguments}
+    place = {"model": str(tiny_bert), "tmp": str(tmp_path)}
+    model_dir, output_dir = (values.pop(key).format(**place) for key in ("model_dir", "output_dir"))
+
+    with pytest.raises(error) as raised:
+        export_onnx(model_dir, output_dir, **values)
+
+    assert str(raised.value) == message.format(**place)
+    assert not (tmp_path / "onnx").exists()
+
+
+def test_an_export_is_not_exported_again(exported, tmp_path):
+    folder = exported("distilbert")
+    with pytest.raises(ModelError, match=r"this folder is already an ONNX export \(model.onnx, no safetensors"):
+        export_onnx(folder, tmp_path / "again")
+
+
+def test_loading_a_missing_or_broken_onnx_file(tmp_path):
+    with pytest.raises(ModelError) as raised:
+        load_onnx_model(tmp_path)
+    assert str(raised.value) == (
+        f"{tmp_path}/model.onnx: expected an ONNX model file, found none; "
+        f"export one with `qatune export MODEL --onnx -o DIR` and pass DIR"
+    )
+
+    (tmp_path / "model.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ModelError, match=r"model.onnx: ONNX Runtime cannot load this file \("):
+        load_onnx_model(tmp_path)
+
+
+def test_missing_onnx_packages_say_how_to_install_them(exported, tiny_bert, tmp_path, monkeypatch):
+    folder = exported("distilbert")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now fails
+    monkeypatch.setitem(sys.modules, "onnxscript", None)
+
+    with pytest.raises(ModelError) as raised:
+        load_onnx_model(folder)
+    assert str(raised.value) == (
+        "running an ONNX model needs onnxruntime, which is not installed; "
+        'install the ONNX extras with `pip install "qatune[onnx]"`'
+    )
+    with pytest.raises(ModelError, match=r"exporting to ONNX needs onnxscript and onnxruntime, which are not installed"):
+        export_onnx(tiny_bert, tmp_path / "onnx", quantize="int8")
+
+
+def test_a_mismatched_tokenizer_is_reported(exported):
+    import torch
+
+    model = load_onnx_model(exported("distilbert"))
+    ids = torch.tensor([[2, 3]])
+    with pytest.raises(ModelError, match=r"the graph takes \['attention_mask', 'input_ids'\], but the tokenizer gave"):
+        model(input_ids=ids, attention_mask=ids, token_type_ids=ids)
+
+
+def test_an_onnx_model_cannot_be_trained(exported):
+    with pytest.raises(ModelError, match="an ONNX model can only answer questions"):
+        load_onnx_model(exported("distilbert")).train(True)
+
+
+def qatune(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "qatune", *map(str, arguments)], capture_output=True, text=True)
+
+
+def test_cli_exports_and_the_export_answers(tiny_bert, tmp_path):
+    question, context = "What did the probe carry?", "The probe carried a golden record and a camera."
+
+    exported_run = qatune("export", tiny_bert, "--onnx", "-o", tmp_path / "onnx")
+    asked = qatune("ask", tmp_path / "onnx", "-q", question, "-c", context)
+
+    assert exported_run.returncode == 0, exported_run.stderr
+    assert re.fullmatch(
+        rf"wrote {re.escape(str(tmp_path / 'onnx' / 'model.onnx'))} \(float32 weights, opset \d+, "
+        rf"[\d.]+ (kB|MB)\) with its tokenizer, config.json and qatune.json\n",
+        exported_run.stdout,
+    )
+    assert asked.returncode == 0, asked.stderr
+    expected = torch_model(tiny_bert).ask(question, context)
+    assert [(a["text"], a["start"], a["end"]) for a in json.loads(asked.stdout)] == [
+        (a.text, a.start, a.end) for a in expected
+    ]
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["MODEL", "-o", "{tmp}/onnx"], "qatune export: error: the following arguments are required: --onnx"),
+    (["MODEL", "--onnx"], "qatune export: error: the following arguments are required: -o/--output"),
+    (
+        ["MODEL", "--onnx", "-o", "{tmp}/onnx", "--quantize", "int4"],
+        "qatune export: error: argument --quantize: invalid choice: 'int4'",
+    ),
+    (
+        ["{tmp}/missing", "--onnx", "-o", "{tmp}/onnx"],
+        "error: {tmp}/missing: expected a model folder (config.json, model.safetensors, tokenizer files), "
+        "found nothing; pass the folder that `qatune train` wrote",
+    ),
+])
+def test_cli_bad_arguments_exit_2_with_a_message(arguments, message, tiny_bert, tmp_path):
+    place = {"tmp": str(tmp_path)}
+    completed = qatune("export", *(str(tiny_bert) if a == "MODEL" else a.format(**place) for a in arguments))
+
+    assert completed.returncode == 2
+    assert message.format(**place) in completed.stderr
+    assert not (tmp_path / "onnx").exists()

@@ -1,0 +1,139 @@
+"""Windows and labels: exact character-to-token mapping of half-open answer spans."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qatune.data import Example, GoldAnswer, load_examples
+from qatune.errors import SettingsError
+from qatune.features import NOT_CONTEXT, label_windows, make_windows
+from qatune.modeling import load_tokenizer
+from qatune.settings import QASettings
+
+from conftest import TINY_QA
+
+CONTEXT = "Riverside Athletic won the cup final 3-0 in 1998 at Hampden Park."
+SMALL = QASettings(max_seq_length=16, doc_stride=4, max_question_length=4)
+
+
+def answer(text: str, occurrence_of: str | None = None) -> GoldAnswer:
+    return GoldAnswer(text, CONTEXT.index(occurrence_of or text))
+
+
+def example(*answers: GoldAnswer, question: str = "Who won?", context: str = CONTEXT) -> Example:
+    return Example(id="q", question=question, context=context, answers=tuple(answers))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_bert):
+    return load_tokenizer(tiny_bert)
+
+
+def labelled_texts(examples, tokenizer, settings):
+    """(window, answer text the labels point at, or None for CLS) for every training item."""
+    windows = make_windows(examples, tokenizer, settings)
+    items = label_windows(examples, windows)
+    texts = []
+    for window, start, end in zip(items.window, items.start, items.end):
+        offsets = windows.offsets[window]
+        context = examples[windows.example_index[window]].context
+        texts.append((int(window), None if start == 0 else context[offsets[start][0] : offsets[end][1]]))
+    return windows, items, texts
+
+
+def test_answer_at_first_context_token(tokenizer):
+    _, items, texts = labelled_texts([example(answer("Riverside"))], tokenizer, QASettings())
+    assert texts == [(0, "Riverside")]
+    assert items.start[0] == 5  # [CLS] who won ? [SEP] -> the first context token is 5
+
+
+def test_answer_at_last_context_token(tokenizer):
+    _, items, texts = labelled_texts([example(answer("."))], tokenizer, QASettings())
+    windows = make_windows([example(answer("."))], tokenizer, QASettings())
+    assert texts == [(0, ".")]
+    assert items.end[0] == len(windows.input_ids[0]) - 2  # the token before the final [SEP]
+
+
+def test_windows_overlap_by_doc_stride_tokens(tokenizer):
+    windows = make_windows([example()], tokenizer, SMALL)
+    assert len(windows) == 2 and windows.example_index.tolist() == [0, 0]
+    first = windows.input_ids[0][windows.offsets[0][:, 0] != NOT_CONTEXT]
+    second = windows.input_ids[1][windows.offsets[1][:, 0] != NOT_CONTEXT]
+    assert first[-SMALL.doc_stride :].tolist() == second[: SMALL.doc_stride].tolist()
+
+
+def test_labels_across_window_borders(tokenizer):
+    # "Riverside" only in window 0, "Hampden Park" only in window 1, "3-0 in" in both (the overlap).
+    examples = [example(answer("Riverside"), answer("Hampden Park"), answer("3-0 in"))]
+    _, items, texts = labelled_texts(examples, tokenizer, SMALL)
+    assert sorted(texts, key=str) == sorted(
+        [(0, "Riverside"), (1, None), (0, None), (1, "Hampden Park"), (0, "3-0 in"), (1, "3-0 in")], key=str
+    )
+    assert items.answers_outside == 0
+
+
+def test_answer_held_by_no_window_is_counted_not_trained(tokenizer):
+    long_answer = answer("won the cup final 3-0 in 1998 at Hampden")
+    _, items, texts = labelled_texts([example(long_answer)], tokenizer, SMALL)
+    assert items.answers_outside == 1
+    assert texts == []
+    assert "won the cup final" in items.answer_places[0]
+
+
+def test_unanswerable_question_points_every_window_at_cls(tokenizer):
+    unanswerable = Example(id="u", question="Who won?", context=CONTEXT, answers=(), is_impossible=True)
+    windows, items, texts = labelled_texts([unanswerable], tokenizer, SMALL)
+    assert len(windows) == 2
+    assert texts == [(0, None), (1, None)]
+    assert items.start.tolist() == [0, 0] and items.end.tolist() == [0, 0]
+
+
+def test_one_item_per_distinct_answer(tokenizer):
+    gold = (answer("Hampden Park"), answer("Hampden Park"), answer("Hampden"))
+    _, items, texts = labelled_texts([example(*gold)], tokenizer, QASettings())
+    assert sorted(text for _, text in texts) == ["Hampden", "Hampden Park"]
+
+
+def test_question_and_special_tokens_are_not_context(tokenizer):
+    windows = make_windows([example()], tokenizer, QASettings())
+    ids, offsets = windows.input_ids[0], windows.offsets[0]
+    tokens = tokenizer.convert_ids_to_tokens(ids.tolist())
+    question_part = tokens.index("[SEP]") + 1
+    assert (offsets[:question_part] == NOT_CONTEXT).all()
+    assert (offsets[-1] == NOT_CONTEXT).all()
+    assert (offsets[question_part:-1] != NOT_CONTEXT).all()
+
+
+def test_every_label_of_the_tiny_data_maps_back_to_its_answer(tokenizer):
+    examples = load_examples(TINY_QA)
+    settings = QASettings(max_seq_length=24, doc_stride=6, max_question_length=8)
+    windows, items, texts = labelled_texts(examples, tokenizer, settings)
+    assert len(set(windows.example_index.tolist())) == len(examples)
+    for window, text in texts:
+        if text is not None:
+            gold = {a.text for a in examples[windows.example_index[window]].answers}
+            assert text in gold
+
+
+def test_long_questions_are_cut_and_counted(tokenizer):
+    long_question = "who " * 30 + "won?"
+    windows = make_windows([example(question=long_question)], tokenizer, SMALL)
+    assert windows.truncated_questions == 1
+    question_tokens = int(np.flatnonzero(windows.offsets[0][:, 0] != NOT_CONTEXT)[0]) - 2
+    assert question_tokens == SMALL.max_question_length
+
+
+def test_doc_stride_must_leave_room_for_the_context():
+    with pytest.raises(SettingsError) as error:
+        QASettings(max_seq_length=128, doc_stride=64, max_question_length=64)
+    assert str(error.value) == (
+        "doc_stride (64) must be smaller than the room left for the context in a window "
+        "(61 tokens = max_seq_length 128 - max_question_length 64 - 3 special tokens); "
+        "use a doc_stride below 61, e.g. 20"
+    )
+
+
+def test_max_seq_length_beyond_the_model_is_refused(tokenizer):
+    with pytest.raises(SettingsError, match=r"max_seq_length \(600\) is longer than this model accepts \(512"):
+        make_windows([example()], tokenizer, QASettings(max_seq_length=600))

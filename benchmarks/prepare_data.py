@@ -5,13 +5,14 @@ SQuAD 2.0 training set (CC BY-SA 4.0). The split shares no article:
 
 - `train.json`: the first 8 articles, answerable questions only, first answer each
   (optionally only the first N such questions);
-- `dev.json`: the last 2 articles, answerable questions only, every answer.
+- `dev.json`: the last 2 articles, answerable questions only, every answer (optionally
+  only the first N such questions).
 
 Both are written in the SQuAD v1.1 layout into a work folder outside version control;
 the shared data itself is never copied into the repository.
 
-    python benchmarks/prepare_data.py --out benchmarks/work/data --train-questions 1000
-    # train.json: 8 articles, 1000 questions (...); dev.json: 2 articles, ... questions
+    python benchmarks/prepare_data.py --out benchmarks/work/data --train-questions 1007
+    # train.json: 8 articles, 1007 questions (...); dev.json: 2 articles, 477 questions (...)
 """
 
 from __future__ import annotations
@@ -42,9 +43,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--train-questions", type=int, default=None, metavar="N",
         help="keep only the first N answerable training questions (default: all)",
     )
+    parser.add_argument(
+        "--dev-questions", type=int, default=None, metavar="N",
+        help="keep only the first N answerable dev questions (default: all)",
+    )
     args = parser.parse_args(argv)
-    if args.train_questions is not None and args.train_questions < 1:
-        parser.error(f"--train-questions must be at least 1, found {args.train_questions}")
+    for name in ("train_questions", "dev_questions"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, found {value}")
     return args
 
 
@@ -113,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     train, train_count, train_skipped = v11_articles(
         articles[:TRAIN_ARTICLES], first_answer_only=True, limit=args.train_questions
     )
-    dev, dev_count, dev_skipped = v11_articles(articles[TRAIN_ARTICLES:], first_answer_only=False)
+    dev, dev_count, dev_skipped = v11_articles(
+        articles[TRAIN_ARTICLES:], first_answer_only=False, limit=args.dev_questions
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     write_squad(args.out / "train.json", train)
     write_squad(args.out / "dev.json", dev)

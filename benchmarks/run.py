@@ -1,69 +1,90 @@
-"""qatune's speed benchmark: qatune against what users run today, in one run.
+"""qatune's speed benchmark: qatune side by side with what users run today, in one run.
 
-Both sides get the same machine, model, data and hyperparameters, and run one after the
-other (never at the same time, so neither slows the other):
+Every system gets the same machine, data, encoder and seed, and every step runs as its own
+subprocess, one after the other (never two at once, so that none slows another):
 
-1. data: `prepare_data.py` writes train.json (first 8 articles of the shared SQuAD 2.0
-   sample, the first N answerable questions) and dev.json (the last 2 articles);
-2. training: `reference_trainer.py` (Hugging Face Trainer) and `qatune train`;
-3. inference: `reference_pipeline.py` (transformers 4.x pipeline, in its own environment)
-   and `qatune predict`, on the same fine-tuned model; their answers are compared (EM and
-   F1 of one against the other).
+1. data: `prepare_data.py` writes train.json and dev.json; `flops.py` measures the matmul
+   peaks (float32, bf16) and counts parameters and real tokens;
+2. training: the Hugging Face Trainer (`reference_trainer.py`) with its default flags and
+   with `--bf16`; `qatune train` with the same lr, batch, epochs, seed and no warm-up; and
+   `qatune train` with its own defaults. Every model is scored on dev.json by `squad_v1.py`;
+3. inference, on the model qatune trained with the same hyperparameters: the transformers 4.x
+   pipeline (`reference_pipeline.py`, in its own environment) against qatune
+   (`qatune_inference.py`): PyTorch with bf16 autocast (`qatune predict`'s default), PyTorch
+   float32 and, where `qatune export` exists, ONNX float32 and ONNX int8;
+4. the matmul peaks once more: the better of the two measurements counts.
 
-Every step runs as a subprocess that writes a JSON result; this script collects them into
-`<work>/results.json` and prints a summary. Logs go to `<work>/logs/`.
+The results go to `<work>/results.json`, the Markdown table to `<work>/results.md` and to
+stdout; each step's output to `<work>/logs/`.
 
-    python benchmarks/run.py --train-questions 1000            # the full run: tens of minutes
-    python benchmarks/run.py --train-questions 24 --max-steps 3 --dev-questions 20 \\
-        --inference-questions 20 --work /tmp/bench-quick        # a quick check of the wiring
+    python benchmarks/run.py --setting small                 # a few minutes on an idle machine
+    python benchmarks/run.py --setting large                 # about half an hour
+    python benchmarks/run.py --train-questions 24 --dev-questions 20 --latency-questions 5 \\
+        --work /tmp/bench-quick                              # a quick check of the wiring
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import importlib.util
 import json
 import os
 import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
 
+import report
+from flops import inference_flops, training_flops
 from make_distilbert import minilm_dir
-from squad_v1 import agreement
+from squad_v1 import agreement, answerable, read_squad, score
+from steps import StepFailed, Steps
 
 HERE = Path(__file__).resolve().parent
+SETTINGS = {
+    "small": {"train_questions": 300, "epochs": 1, "dev_questions": 150},
+    "large": {"train_questions": 1007, "epochs": 2, "dev_questions": None},  # all 477
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, default=HERE / "work" / "run",
-                        help="folder for data, models, logs and results (default: benchmarks/work/run)")
+    parser.add_argument("--setting", choices=sorted(SETTINGS), default="small",
+                        help="small: 300 training questions, 1 epoch, 150 dev questions; large: "
+                             "1,007 training questions, 2 epochs, all 477 dev questions (default: small)")
     parser.add_argument("--model", default="minilm",
                         help="'minilm' (the bundled all-MiniLM-L6-v2), 'distilbert' (random "
-                             "DistilBERT-sized weights, timings only) or an encoder folder")
-    parser.add_argument("--train-questions", type=int, default=1000, metavar="N")
-    parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument("--batch-size", type=int, default=12)
-    parser.add_argument("--lr", type=float, default=2e-4)
+                             "DistilBERT-sized weights: timings only) or an encoder folder")
+    parser.add_argument("--work", type=Path, default=HERE / "work" / "run",
+                        help="folder for data, models, logs and results (default: benchmarks/work/run)")
+    parser.add_argument("--train-questions", type=int, metavar="N", help="override the setting's")
+    parser.add_argument("--epochs", type=int, help="override the setting's")
+    parser.add_argument("--dev-questions", type=int, metavar="N", help="override the setting's")
+    parser.add_argument("--batch-size", type=int, default=12, help="training batch, both sides")
+    parser.add_argument("--lr", type=float, default=2e-4, help="peak learning rate, both sides")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--bf16", action="store_true", help="bf16 on both sides")
-    parser.add_argument("--max-steps", type=int, default=-1, help="cut training short (quick checks)")
-    parser.add_argument("--dev-questions", type=int, default=None, metavar="N",
-                        help="dev questions the training reference predicts (default: all)")
-    parser.add_argument("--inference-questions", type=int, default=None, metavar="N",
-                        help="dev questions for the inference comparison (default: all)")
-    parser.add_argument("--inference-batch-size", type=int, default=16)
-    parser.add_argument("--inference-model", type=Path, default=None,
-                        help="fine-tuned model both inference sides use "
-                             "(default: the one the training reference writes)")
-    parser.add_argument("--skip-train", action="store_true",
-                        help="inference only; needs --inference-model")
+    parser.add_argument("--pipeline-batch-size", type=int, default=16)
+    parser.add_argument("--qatune-batch-size", type=int, default=64, help="qatune's default")
+    parser.add_argument("--latency-questions", type=int, default=100, metavar="N")
+    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX rows")
+    parser.add_argument("--inference-model", type=Path,
+                        help="with --skip-train: a model folder for the inference comparison")
+    parser.add_argument("--skip-train", action="store_true", help="inference only")
     args = parser.parse_args(argv)
+    args.overrides = {}  # what differs from the setting, named in the report's title
+    for name, value in SETTINGS[args.setting].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+        elif getattr(args, name) != value:
+            args.overrides[name] = getattr(args, name)
+    for name in ("train_questions", "epochs", "dev_questions", "batch_size", "pipeline_batch_size",
+                 "qatune_batch_size", "latency_questions"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, found {value}")
     if args.skip_train and args.inference_model is None:
         parser.error("--skip-train needs --inference-model DIR")
-    # Steps run from the repository root: make every path absolute first.
-    args.work = args.work.resolve()
+    args.work = args.work.resolve()  # steps run from the repository root
     if args.inference_model is not None:
         args.inference_model = args.inference_model.resolve()
     if args.model not in ("minilm", "distilbert"):
@@ -71,142 +92,221 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# ---------------------------------------------------------------------------------------
-# Running steps
-# ---------------------------------------------------------------------------------------
-def run_step(name: str, command: list[str], work: Path) -> str:
-    """Run one step as a subprocess, its output in `<work>/logs/<name>.log`; return stdout's
-    last line. A failing step stops the benchmark with the end of its log."""
-    log = work / "logs" / f"{name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"[{name}] {' '.join(command)}  (load average {os.getloadavg()[0]:.1f})", flush=True)
-    started = time.perf_counter()
-    with log.open("w") as handle:
-        done = subprocess.run(command, cwd=HERE.parent, stdout=subprocess.PIPE,
-                              stderr=handle, text=True)
-        handle.write(done.stdout)
-    if done.returncode != 0:
-        tail = log.read_text(errors="replace")[-3000:]
-        raise SystemExit(f"[{name}] failed with exit code {done.returncode}; end of {log}:\n{tail}")
-    lines = done.stdout.strip().splitlines()
-    print(f"[{name}] done in {time.perf_counter() - started:.0f} s: {lines[-1] if lines else ''}",
-          flush=True)
-    return lines[-1] if lines else ""
+def machine() -> dict:
+    """What the figures were measured on (torch and transformers versions come from the steps)."""
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
 def read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def machine() -> dict:
-    """What the figures were measured on; the load average tells whether others were busy."""
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-            "load_average_at_start": os.getloadavg()}
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 # ---------------------------------------------------------------------------------------
-# Steps
+# Data, model, ceilings
 # ---------------------------------------------------------------------------------------
-def prepare_data(args: argparse.Namespace) -> tuple[Path, Path]:
+def prepare(args, steps: Steps) -> tuple[Path, Path]:
     data = args.work / "data"
-    run_step("data", [sys.executable, str(HERE / "prepare_data.py"), "--out", str(data),
-                      "--train-questions", str(args.train_questions)], args.work)
+    command = [sys.executable, str(HERE / "prepare_data.py"), "--out", str(data),
+               "--train-questions", str(args.train_questions)]
+    if args.dev_questions:
+        command += ["--dev-questions", str(args.dev_questions)]
+    steps.run("data", command)
     return data / "train.json", data / "dev.json"
 
 
-def encoder_dir(args: argparse.Namespace) -> Path:
+def encoder_dir(args, steps: Steps) -> Path:
     if args.model == "minilm":
         return minilm_dir()
     if args.model == "distilbert":
         folder = args.work / "models" / "distilbert-random"
         if not (folder / "config.json").is_file():
-            run_step("distilbert", [sys.executable, str(HERE / "make_distilbert.py"),
-                                    "--output", str(folder), "--seed", str(args.seed)], args.work)
+            steps.run("distilbert", [sys.executable, str(HERE / "make_distilbert.py"),
+                                     "--output", str(folder), "--seed", str(args.seed)])
         return folder
     return Path(args.model)
 
 
-def reference_train(args: argparse.Namespace, model: Path, train: Path, dev: Path) -> dict:
-    output = args.work / "reference-train"
-    command = [sys.executable, str(HERE / "reference_trainer.py"), "--model", str(model),
-               "--train", str(train), "--dev", str(dev), "--epochs", str(args.epochs),
-               "--batch-size", str(args.batch_size), "--lr", str(args.lr),
-               "--seed", str(args.seed), "--max-steps", str(args.max_steps),
-               "--output", str(output)]
-    if args.bf16:
-        command.append("--bf16")
-    if args.dev_questions:
-        command += ["--dev-questions", str(args.dev_questions)]
-    run_step("reference-train", command, args.work)
-    return read_json(output / "result.json")
-
-
-def qatune_train(args: argparse.Namespace, model: Path, train: Path, dev: Path) -> dict | None:
-    # QATUNE SIDE, to be wired: run `qatune train TRAIN --dev DEV --model MODEL ... --json`
-    # with the same epochs, batch size, lr, seed and bf16 as reference_train, and return its
-    # JSON (wall time, windows trained, windows/s, peak RSS, dev EM/F1, model dir).
-    return None
-
-
-def reference_env(work: Path) -> str:
-    """The python of the transformers 4.x environment (created on first use)."""
-    return run_step("reference-env", ["bash", str(HERE / "setup_reference_env.sh")], work)
-
-
-def reference_pipeline(args: argparse.Namespace, python: str, model: Path, dev: Path) -> dict:
-    output = args.work / "reference-pipeline" / "result.json"
-    command = [python, str(HERE / "reference_pipeline.py"), "--model", str(model),
-               "--data", str(dev), "--batch-size", str(args.inference_batch_size),
-               "--output", str(output)]
-    if args.inference_questions:
-        command += ["--questions", str(args.inference_questions)]
-    run_step("reference-pipeline", command, args.work)
+def measure_peak(args, steps: Steps, name: str = "peak") -> dict:
+    output = args.work / "flops" / f"{name}.json"
+    steps.run(name, [sys.executable, str(HERE / "flops.py"), "peak", "--output", str(output)])
     return read_json(output)
 
 
-def qatune_predict(args: argparse.Namespace, model: Path, dev: Path) -> dict | None:
-    # QATUNE SIDE, to be wired: run `qatune predict MODEL DEV` on the same questions
-    # (--inference-questions) and batch size, timed the same way as reference_pipeline
-    # (questions/s batched; p50/p95 of single questions after one warm-up), and return a
-    # dict with "predictions_file" (id -> text) next to those figures.
-    return None
-
-
-def inference_agreement(reference: dict, ours: dict | None) -> dict | None:
-    """EM/F1 of qatune's answers against the pipeline's, over the questions both answered."""
-    if ours is None:
-        return None
-    return agreement(read_json(Path(ours["predictions_file"])),
-                     read_json(Path(reference["predictions_file"])))
+def count_work(args, steps: Steps, model: Path, train: Path | None, dev: Path) -> dict:
+    output = args.work / "flops" / "counts.json"
+    command = [sys.executable, str(HERE / "flops.py"), "count", "--model", str(model),
+               "--dev", str(dev), "--output", str(output)]
+    if train is not None:
+        command += ["--train", str(train)]
+    steps.run("count", command)
+    return read_json(output)
 
 
 # ---------------------------------------------------------------------------------------
-# Report
+# Training
 # ---------------------------------------------------------------------------------------
-def summary(results: dict) -> str:
-    lines = []
-    train = results.get("reference_train")
-    if train:
-        lines.append(f"training, reference : {train['train']['wall_s']:.1f} s, "
-                     f"{train['train']['windows_per_s']:.2f} windows/s, peak RSS "
-                     f"{train['peak_rss_mib']:.0f} MiB, dev EM {train['dev']['exact_match']:.1f} "
-                     f"F1 {train['dev']['f1']:.1f}")
-    lines.append(f"training, qatune    : {results.get('qatune_train') or 'not run (to be wired)'}")
-    pipe = results["reference_pipeline"]
-    lines.append(f"inference, reference: {pipe['batched']['questions_per_s']:.1f} questions/s "
-                 f"(batch {pipe['settings']['batch_size']}), single p50 "
-                 f"{pipe['single']['p50_ms']:.0f} ms p95 {pipe['single']['p95_ms']:.0f} ms")
-    lines.append(f"inference, qatune   : {results.get('qatune_predict') or 'not run (to be wired)'}")
-    lines.append(f"answers agree       : {results.get('agreement') or 'n/a'}")
-    return "\n".join(lines)
+def trainer(args, steps: Steps, model: Path, train: Path, dev: Path, bf16: bool, ctx: dict) -> dict:
+    name = "trainer-bf16" if bf16 else "trainer"
+    output = args.work / name
+    command = [sys.executable, str(HERE / "reference_trainer.py"), "--model", str(model),
+               "--train", str(train), "--dev", str(dev), "--epochs", str(args.epochs),
+               "--batch-size", str(args.batch_size), "--lr", str(args.lr),
+               "--seed", str(args.seed), "--output", str(output)] + (["--bf16"] if bf16 else [])
+    step = steps.run(name, command)
+    result = read_json(output / "result.json")
+    counts = ctx["counts"]["reference_train"]
+    epochs_trained = result["train"]["windows"] / counts["windows"]
+    return {**report.training_row(
+        "HF Trainer" + (" --bf16" if bf16 else " (default flags, float32)"),
+        wall_s=result["train"]["wall_s"], windows=result["train"]["windows"],
+        peak_rss_mib=step["peak_rss_mib"], dev=result["dev"],
+        flops=training_flops(counts, ctx["counts"]["parameters"], epochs_trained)["total"],
+        ), "raw": result}
+
+
+def qatune_train(args, steps: Steps, model: Path, train: Path, dev: Path, defaults: bool, ctx: dict) -> dict:
+    name = "qatune-defaults" if defaults else "qatune"
+    output = args.work / name / "model"
+    command = [sys.executable, "-m", "qatune", "train", str(train), "--model", str(model),
+               "--output", str(output), "--epochs", str(args.epochs), "--json", "--quiet", "--overwrite"]
+    if not defaults:
+        command += ["--batch-size", str(args.batch_size), "--lr", str(args.lr),
+                    "--seed", str(args.seed), "--warmup-ratio", "0"]
+    step = steps.run(name, command)
+    summary = json.loads(step["stdout"])
+    dev_score, cli = qatune_predict(steps, output, dev, args.work / name / "dev-predictions.json", name)
+    counts = ctx["counts"]["qatune_train"]
+    label = "qatune, same hyperparameters"
+    if defaults:  # name the defaults qatune chose, as its model card records them
+        used = read_json(output / "qatune.json")["training_arguments"]
+        label = (f"qatune, its defaults (batch {used['batch_size']}, lr {used['learning_rate']:g}, "
+                 f"warm-up {used['warmup_ratio']:g})")
+    return {**report.training_row(
+        label, wall_s=summary["train_seconds"],
+        windows=summary["counts"]["train_items"] * summary["epochs"],
+        peak_rss_mib=step["peak_rss_mib"], dev=dev_score,
+        flops=training_flops(counts, ctx["counts"]["parameters"], summary["epochs"])["total"],
+        ), "model_dir": str(output), "predict_cli": cli, "raw": summary}
+
+
+def qatune_predict(steps: Steps, model: Path, dev: Path, output: Path, name: str) -> tuple[dict, dict]:
+    """`qatune predict` as a user runs it: its answers scored by squad_v1.py, and its run
+    (wall time from process start to predictions file, peak RSS, predictions file)."""
+    step = steps.run(f"{name}-predict", [sys.executable, "-m", "qatune", "predict", str(model),
+                                         str(dev), "-o", str(output)])
+    questions = answerable(read_squad(dev))
+    return score(read_json(output), questions), {
+        "wall_s": step["wall_s"], "peak_rss_mib": step["peak_rss_mib"], "questions": len(questions),
+        "predictions_file": str(output)}
+
+
+# ---------------------------------------------------------------------------------------
+# Inference
+# ---------------------------------------------------------------------------------------
+def pipeline(args, steps: Steps, model: Path, dev: Path, ctx: dict) -> dict:
+    python = steps.run("reference-env", ["bash", str(HERE / "setup_reference_env.sh")])["stdout"].strip()
+    output = args.work / "inference" / "pipeline.json"
+    step = steps.run("pipeline", [python, str(HERE / "reference_pipeline.py"), "--model", str(model),
+                                  "--data", str(dev), "--batch-size", str(args.pipeline_batch_size),
+                                  "--latency-questions", str(args.latency_questions),
+                                  "--output", str(output)])
+    result = read_json(output)
+    return {**report.inference_row(
+        f"transformers {result['versions']['transformers']} pipeline (batch {args.pipeline_batch_size})",
+        result, peak_rss_mib=step["peak_rss_mib"], flops=ctx["inference_flops"], agreement=None),
+        "raw": result}
+
+
+def qatune_inference(args, steps: Steps, model: Path, dev: Path, name: str, label: str,
+                     ctx: dict, no_bf16: bool = False) -> dict:
+    output = args.work / "inference" / f"{name}.json"
+    command = [sys.executable, str(HERE / "qatune_inference.py"), "--model", str(model),
+               "--data", str(dev), "--batch-size", str(args.qatune_batch_size),
+               "--latency-questions", str(args.latency_questions), "--output", str(output)]
+    step = steps.run(name, command + (["--no-bf16"] if no_bf16 else []))
+    result = read_json(output)
+    pipe = ctx["pipeline_predictions"]
+    agree = agreement(read_json(result["predictions_file"]), pipe) if pipe is not None else None
+    return {**report.inference_row(
+        f"{label} (batch {args.qatune_batch_size})", result, peak_rss_mib=step["peak_rss_mib"],
+        flops=ctx["inference_flops"], agreement=agree), "raw": result}
+
+
+def onnx_rows(args, steps: Steps, model: Path, dev: Path, ctx: dict) -> dict:
+    """ONNX float32 and int8 rows, or why they were skipped."""
+    labels = {"onnx_float32": "qatune, ONNX Runtime float32", "onnx_int8": "qatune, ONNX Runtime int8"}
+    if args.no_onnx:
+        return {name: {"label": label, "skipped": "--no-onnx"} for name, label in labels.items()}
+    if importlib.util.find_spec("qatune.cli.export") is None:
+        return {name: {"label": label, "skipped": "no `qatune export` command"} for name, label in labels.items()}
+    rows = {}
+    for name, label in labels.items():
+        folder = args.work / "inference" / name.replace("_", "-")
+        command = [sys.executable, "-m", "qatune", "export", str(model), "--onnx", "-o", str(folder)]
+        try:
+            steps.run(f"export-{name}", command + (["--quantize", "int8"] if name == "onnx_int8" else []))
+        except StepFailed as failure:
+            rows[name] = {"label": label, "skipped": f"export failed: {failure.summary}"}
+            continue
+        rows[name] = qatune_inference(args, steps, folder, dev, name, label, ctx)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------
+def run_all(args, steps: Steps, results: dict) -> None:
+    train, dev = prepare(args, steps)
+    results["data"] = {"train_questions": len(answerable(read_squad(train))),
+                       "dev_questions": len(answerable(read_squad(dev)))}
+    first_peak = measure_peak(args, steps)
+    results["peak"] = report.combine_peaks([first_peak])
+    results["machine"]["torch"] = first_peak["torch"]
+    ctx: dict = {}
+    model = encoder_dir(args, steps)
+    ctx["counts"] = results["counts"] = count_work(args, steps, model, None if args.skip_train else train, dev)
+    ctx["inference_flops"] = inference_flops(ctx["counts"]["dev"], ctx["counts"]["parameters"])["total"]
+
+    inference_model = args.inference_model
+    if not args.skip_train:
+        training = results["training"] = {}
+        training["trainer"] = trainer(args, steps, model, train, dev, False, ctx)
+        training["trainer_bf16"] = trainer(args, steps, model, train, dev, True, ctx)
+        training["qatune"] = qatune_train(args, steps, model, train, dev, False, ctx)
+        training["qatune_defaults"] = qatune_train(args, steps, model, train, dev, True, ctx)
+        results["machine"]["transformers"] = training["trainer"]["raw"]["versions"]["transformers"]
+        inference_model = Path(training["qatune"]["model_dir"])
+
+    inference = results["inference"] = {"model": str(inference_model), "model_label": (
+        "the model `qatune train` wrote with the same hyperparameters" if not args.skip_train
+        else f"model {inference_model}")}
+    inference["pipeline"] = pipeline(args, steps, inference_model, dev, ctx)
+    results["machine"]["transformers_reference"] = inference["pipeline"]["raw"]["versions"]["transformers"]
+    ctx["pipeline_predictions"] = read_json(inference["pipeline"]["raw"]["predictions_file"])
+    inference["qatune_bf16"] = qatune_inference(
+        args, steps, inference_model, dev, "qatune_bf16", "qatune, PyTorch bf16 autocast (default)", ctx)
+    inference["qatune_float32"] = qatune_inference(
+        args, steps, inference_model, dev, "qatune_float32", "qatune, PyTorch float32 (--no-bf16)", ctx,
+        no_bf16=True)
+    inference.update(onnx_rows(args, steps, inference_model, dev, ctx))
+    if args.skip_train:
+        _, cli = qatune_predict(steps, inference_model, dev, args.work / "inference" / "cli.json", "cli")
+    else:
+        cli = results["training"]["qatune"]["predict_cli"]
+    # The CLI and the timed API run answer with the same code: their answers should agree.
+    cli["agreement_with_api"] = agreement(read_json(cli["predictions_file"]),
+                                          read_json(inference["qatune_bf16"]["raw"]["predictions_file"]))
+    inference["qatune_predict_cli"] = cli
+    # Measured again at the end: the better of the two is the less disturbed by others' work.
+    results["peak"] = report.combine_peaks([first_peak, measure_peak(args, steps, "peak-end")])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,21 +314,24 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     results: dict = {"machine": machine(), "settings": {
         k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
-    train, dev = prepare_data(args)
-    inference_model = args.inference_model
-    if not args.skip_train:
-        model = encoder_dir(args)
-        results["reference_train"] = reference_train(args, model, train, dev)
-        results["qatune_train"] = qatune_train(args, model, train, dev)
-        inference_model = inference_model or Path(results["reference_train"]["model_dir"])
-    results["reference_pipeline"] = reference_pipeline(args, reference_env(args.work), inference_model,
-                                                       dev)
-    results["qatune_predict"] = qatune_predict(args, inference_model, dev)
-    results["agreement"] = inference_agreement(results["reference_pipeline"],
-                                               results["qatune_predict"])
+    steps = Steps(args.work, cwd=HERE.parent)
+    results["steps"] = steps.records
+    failed = None
+    try:
+        run_all(args, steps, results)
+    except StepFailed as failure:
+        failed = failure
+    results["ratios"] = report.ratios(results)
+    report.add_utilization(results)
     (args.work / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    print(summary(results))
-    print(f"results -> {args.work / 'results.json'}")
+    if failed is not None:
+        print(failed.details, file=sys.stderr)
+        print(f"partial results -> {args.work / 'results.json'}", file=sys.stderr)
+        return 1
+    table = report.markdown(results)
+    (args.work / "results.md").write_text(table + "\n", encoding="utf-8")
+    print("\n" + table)
+    print(f"\nresults -> {args.work / 'results.json'}, table -> {args.work / 'results.md'}")
     return 0
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import string
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,9 @@ import pytest
 DATA = Path(__file__).parent / "data"
 TINY_QA = DATA / "tiny_qa.json"
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+# Tokenized windows are cached per test session, never in the user's cache (subprocesses inherit it).
+os.environ["QATUNE_CACHE"] = tempfile.mkdtemp(prefix="qatune-test-cache-")
 
 
 def _vocabulary() -> list[str]:

@@ -7,7 +7,7 @@ import pytest
 
 from qatune.data import Example, GoldAnswer, load_examples
 from qatune.errors import SettingsError
-from qatune.features import NOT_CONTEXT, label_windows, make_windows
+from qatune.features import NOT_CONTEXT, cached_windows, label_windows, make_windows
 from qatune.modeling import load_tokenizer
 from qatune.settings import QASettings
 
@@ -137,3 +137,18 @@ def test_doc_stride_must_leave_room_for_the_context():
 def test_max_seq_length_beyond_the_model_is_refused(tokenizer):
     with pytest.raises(SettingsError, match=r"max_seq_length \(600\) is longer than this model accepts \(512"):
         make_windows([example()], tokenizer, QASettings(max_seq_length=600))
+
+
+def test_cached_windows_equal_fresh_ones_and_depend_on_the_settings(tokenizer, tmp_path):
+    examples = load_examples(TINY_QA)
+    fresh = make_windows(examples, tokenizer, SMALL)
+    first = cached_windows(examples, tokenizer, SMALL, tmp_path)
+    second = cached_windows(examples, tokenizer, SMALL, tmp_path)
+    assert len(list(tmp_path.glob("windows-*.npz"))) == 1
+    for windows in (first, second):
+        assert all((a == b).all() for a, b in zip(windows.input_ids, fresh.input_ids))
+        assert all((a == b).all() for a, b in zip(windows.offsets, fresh.offsets))
+        assert windows.example_index.tolist() == fresh.example_index.tolist()
+        assert windows.truncated_questions == fresh.truncated_questions
+    cached_windows(examples, tokenizer, QASettings(max_seq_length=20, doc_stride=4, max_question_length=4), tmp_path)
+    assert len(list(tmp_path.glob("windows-*.npz"))) == 2

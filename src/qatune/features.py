@@ -13,7 +13,11 @@ points at the CLS token (index 0).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -177,3 +181,66 @@ def _check_tokenizer_room(tokenizer, settings: QASettings) -> None:
             f"max_seq_length ({settings.max_seq_length}) is longer than this model accepts "
             f"({model_limit} tokens); use --max-seq-length {model_limit} or less"
         )
+
+
+def cached_windows(examples: Sequence[Example], tokenizer, settings: QASettings, cache_dir: Path | None) -> Windows:
+    """`make_windows`, remembered on disk: keyed by the data's content, the tokenizer and the
+    window settings, so a second run on the same data (a resume, another learning rate) does
+    not tokenize again. `cache_dir=None` turns the cache off."""
+    if cache_dir is None:
+        return make_windows(examples, tokenizer, settings)
+    path = Path(cache_dir) / f"windows-{_cache_key(examples, tokenizer, settings)}.npz"
+    if path.is_file():
+        try:
+            return _load_windows(path)
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)  # a damaged cache file is rebuilt
+    windows = make_windows(examples, tokenizer, settings)
+    _save_windows(windows, path)
+    return windows
+
+
+def _cache_key(examples: Sequence[Example], tokenizer, settings: QASettings) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps(settings.to_dict(), sort_keys=True).encode())
+    digest.update(tokenizer.backend_tokenizer.to_str().encode())
+    digest.update(json.dumps(list(tokenizer.model_input_names)).encode())
+    for example in examples:
+        digest.update(json.dumps([example.question, example.context], ensure_ascii=False).encode())
+    return digest.hexdigest()[:32]
+
+
+def _save_windows(windows: Windows, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "lengths": windows.lengths,
+        "input_ids": np.concatenate(windows.input_ids),
+        "offsets": np.concatenate(windows.offsets),
+        "example_index": windows.example_index,
+        "truncated_questions": np.asarray(windows.truncated_questions),
+    }
+    if windows.token_type_ids is not None:
+        arrays["token_type_ids"] = np.concatenate(windows.token_type_ids)
+    temporary = path.with_name(path.name + ".tmp.npz")
+    np.savez(temporary, **arrays)
+    os.replace(temporary, path)
+
+
+def _load_windows(path: Path) -> Windows:
+    with np.load(path) as stored:
+        borders = np.cumsum(stored["lengths"])[:-1]
+        token_types = stored["token_type_ids"] if "token_type_ids" in stored else None
+        return Windows(
+            input_ids=np.split(stored["input_ids"], borders),
+            token_type_ids=np.split(token_types, borders) if token_types is not None else None,
+            offsets=np.split(stored["offsets"], borders),
+            example_index=stored["example_index"],
+            truncated_questions=int(stored["truncated_questions"]),
+        )
+
+
+def default_cache_dir() -> Path:
+    """`$QATUNE_CACHE`, else `$XDG_CACHE_HOME/qatune`, else `~/.cache/qatune`."""
+    if os.environ.get("QATUNE_CACHE"):
+        return Path(os.environ["QATUNE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qatune"

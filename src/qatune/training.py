@@ -30,7 +30,7 @@ import torch
 from qatune import checkpoints
 from qatune.data import Example
 from qatune.errors import SettingsError
-from qatune.features import TrainingItems, Windows, label_windows, make_windows
+from qatune.features import TrainingItems, Windows, cached_windows, default_cache_dir, label_windows
 from qatune.evaluation import evaluate_decoded
 from qatune.inference import bf16_supported, decode_examples, pad_batch, window_logits
 from qatune.modeling import load_qa_model, load_tokenizer, resolve_model_name
@@ -71,6 +71,7 @@ class TrainingArguments:
     resume: bool = False
     overwrite: bool = False
     eval_batch_size: int = 64
+    cache_dir: str | None = None  # tokenized windows are kept here; None: the default, "": no cache
     trust_remote_code: bool = False
     settings: QASettings = field(default_factory=QASettings)
 
@@ -138,13 +139,14 @@ def train(
     accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no")
     tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
     model = load_qa_model(args.model, attention_dropout=args.attention_dropout, trust_remote_code=args.trust_remote_code)
-    windows = make_windows(train_examples, tokenizer, args.settings)
+    cache = None if args.cache_dir == "" else Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    windows = cached_windows(train_examples, tokenizer, args.settings, cache)
     items = label_windows(train_examples, windows)
     counts = _counts(train_examples, windows, items, dev_examples)
     log(_describe_data(counts, items))
     if len(items) == 0:
         raise SettingsError("no training item is left: every answer falls outside every window")
-    dev_windows = make_windows(dev_examples, tokenizer, args.settings) if dev_examples else None
+    dev_windows = cached_windows(dev_examples, tokenizer, args.settings, cache) if dev_examples else None
 
     batches_per_epoch = math.ceil(len(items) / args.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps)

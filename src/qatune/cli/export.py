@@ -31,8 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch  # noqa: F401  (importing torch resets its loggers: quiet them after it)
-
     options.quiet_libraries()
     print(f"exporting {args.model} to ONNX ...", file=sys.stderr)
     path = export_onnx(args.model, args.output, quantize=args.quantize, opset=args.opset)

@@ -50,6 +50,8 @@ def quiet_libraries() -> None:
     """Keep transformers' and accelerate's informational chatter out of the command's output."""
     import logging
 
+    import torch  # noqa: F401  (importing torch resets its logger: import it before quieting it)
+
     for name in ("transformers", "accelerate", "torch"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:

@@ -1,0 +1,58 @@
+"""Loading models and tokenizers: the bundled default, and clear errors for unusable ones."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from qatune import modeling
+from qatune.errors import ModelError
+from qatune.inference import QAModel
+
+
+def test_the_default_model_is_the_bundled_offline_one():
+    path = modeling.default_model_path()
+    assert (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+    assert modeling.resolve_model_name(None) == str(path)
+    assert modeling.resolve_model_name("distilbert-base-cased") == "distilbert-base-cased"
+
+
+def test_a_tokenizer_without_offsets_is_refused(tiny_bert, monkeypatch):
+    import transformers
+
+    class SlowTokenizer:
+        is_fast = False
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: SlowTokenizer())
+    with pytest.raises(ModelError) as error:
+        modeling.load_tokenizer(tiny_bert)
+    assert str(error.value) == (
+        f"the tokenizer of {str(tiny_bert)!r} (SlowTokenizer) cannot give character offsets: qatune needs "
+        f"a fast (Rust) tokenizer to map answers to tokens exactly; use a model that ships a tokenizer.json, "
+        f"or convert the tokenizer with transformers first"
+    )
+
+
+def test_weights_that_are_not_safetensors_are_refused(tiny_bert, tmp_path):
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_bert, folder)
+    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+    with pytest.raises(ModelError, match=r"expected model weights in safetensors format \(model.safetensors\), found none"):
+        modeling.load_qa_model(folder)
+
+
+def test_a_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelError) as error:
+        QAModel.from_pretrained(tmp_path / "nowhere")
+    assert str(error.value).startswith(f"could not load the tokenizer {str(tmp_path / 'nowhere')!r}: ")
+    assert "Pass a local model directory" in str(error.value)
+
+
+def test_a_model_without_qatune_json_uses_the_default_settings(tiny_bert):
+    model = QAModel.from_pretrained(tiny_bert, bf16=False)
+    assert model.settings.max_seq_length == 384 and model.settings.null_threshold == 1.0
+    answers = model.ask("Who won?", "Riverside Athletic won the cup final.", top_k=3)
+    assert 1 <= len(answers) <= 3
+    for answer in answers:
+        assert "Riverside Athletic won the cup final."[answer.start : answer.end] == answer.text

@@ -58,12 +58,14 @@ def load_qa_model(
     name: str | Path | None,
     *,
     attention_dropout: float | None = None,
+    attention: str | None = None,
     trust_remote_code: bool = False,
 ):
     """An `AutoModelForQuestionAnswering`; its head is created fresh when the checkpoint has none.
 
     `attention_dropout` overrides the dropout on attention probabilities (0 speeds training
-    on CPUs a lot; see BENCHMARKS.md).
+    on CPUs a lot; see BENCHMARKS.md). `attention` picks the attention implementation
+    ("eager", "sdpa"; None: transformers' default).
     """
     from transformers import AutoConfig, AutoModelForQuestionAnswering
 
@@ -78,7 +80,11 @@ def load_qa_model(
                 setattr(config, key, attention_dropout)
     try:
         model = AutoModelForQuestionAnswering.from_pretrained(
-            source, config=config, trust_remote_code=trust_remote_code, use_safetensors=_has_safetensors(source)
+            source,
+            config=config,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=_has_safetensors(source),
+            **({"attn_implementation": attention} if attention else {}),
         )
     except (OSError, ValueError) as error:
         raise ModelError(_cannot_load("model", source, error)) from None

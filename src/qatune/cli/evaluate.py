@@ -30,8 +30,8 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         folder = Path(args.output)
         folder.mkdir(parents=True, exist_ok=True)
-        _write_json(folder / "predictions.json", evaluation.predictions)
-        _write_json(folder / "na_probs.json", evaluation.na_probs)
+        options.write_json(folder / "predictions.json", evaluation.predictions)
+        options.write_json(folder / "na_probs.json", evaluation.na_probs)
     if args.json:
         print(json.dumps(evaluation.metrics, indent=2))
         return 0
@@ -41,7 +41,3 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         print(f"wrote predictions.json and na_probs.json to {args.output}", file=sys.stderr)
     return 0
-
-
-def _write_json(path: Path, value) -> None:
-    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

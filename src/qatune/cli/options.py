@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:
@@ -61,3 +62,10 @@ def quiet_libraries() -> None:
         transformers_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover
         pass
+
+
+def write_json(path, value) -> None:
+    """Write a JSON file the way every command does: UTF-8, indented, newline at the end."""
+    from pathlib import Path
+
+    Path(path).write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

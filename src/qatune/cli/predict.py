@@ -8,10 +8,8 @@ official SQuAD scripts read; `--na-probs FILE` also writes the no-answer probabi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict
-from pathlib import Path
 
 from qatune.cli import options
 
@@ -35,19 +33,15 @@ def run(args: argparse.Namespace) -> int:
     model = options.load_model(args)
     decoded = model.predict(examples, batch_size=args.batch_size, top_k=args.top_k, progress=True)
     predictions, na_probs = official_predictions(examples, decoded, model.settings.null_threshold)
-    _write_json(args.output, predictions)
+    options.write_json(args.output, predictions)
     if args.na_probs:
-        _write_json(args.na_probs, na_probs)
+        options.write_json(args.na_probs, na_probs)
     if args.details:
         details = {
             example.id: {"answers": [asdict(answer) for answer in result.answers], "null_prob": result.null_prob}
             for example, result in zip(examples, decoded)
         }
-        _write_json(args.details, details)
+        options.write_json(args.details, details)
     unanswered = sum(1 for text in predictions.values() if not text)
     print(f"wrote {len(predictions)} predictions to {args.output} ({unanswered} answered 'no answer')", file=sys.stderr)
     return 0
-
-
-def _write_json(path: str, value) -> None:
-    Path(path).write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

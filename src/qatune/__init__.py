@@ -1,4 +1,4 @@
-"""qatune: fine-tune, evaluate and serve extractive question-answering models.
+"""qatune: fine-tune, evaluate and run extractive question-answering models.
 
 The public API is imported lazily, so that `import qatune` (and the data and metrics
 commands) stay light and never import torch.

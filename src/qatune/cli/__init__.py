@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="qatune",
-        description="Fine-tune, evaluate and serve extractive question-answering models.",
+        description="Fine-tune, evaluate and run extractive question-answering models.",
     )
     parser.add_argument("--version", action="version", version=f"qatune {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

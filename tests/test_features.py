@@ -152,3 +152,15 @@ def test_cached_windows_equal_fresh_ones_and_depend_on_the_settings(tokenizer, t
         assert windows.truncated_questions == fresh.truncated_questions
     cached_windows(examples, tokenizer, QASettings(max_seq_length=20, doc_stride=4, max_question_length=4), tmp_path)
     assert len(list(tmp_path.glob("windows-*.npz"))) == 2
+    cached_windows(examples, tokenizer, SMALL, tmp_path)  # after other settings: still the same key
+    assert len(list(tmp_path.glob("windows-*.npz"))) == 2
+
+
+def test_a_damaged_cache_file_is_rebuilt(tokenizer, tmp_path):
+    examples = load_examples(TINY_QA)
+    cached_windows(examples, tokenizer, SMALL, tmp_path)
+    (cache_file,) = tmp_path.glob("windows-*.npz")
+    cache_file.write_bytes(b"not a zip archive")
+    rebuilt = cached_windows(examples, tokenizer, SMALL, tmp_path)
+    assert rebuilt.example_index.tolist() == make_windows(examples, tokenizer, SMALL).example_index.tolist()
+    assert cache_file.read_bytes()[:2] == b"PK"  # written again as a real archive

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -193,7 +194,7 @@ def cached_windows(examples: Sequence[Example], tokenizer, settings: QASettings,
     if path.is_file():
         try:
             return _load_windows(path)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             path.unlink(missing_ok=True)  # a damaged cache file is rebuilt
     windows = make_windows(examples, tokenizer, settings)
     _save_windows(windows, path)
@@ -203,7 +204,10 @@ def cached_windows(examples: Sequence[Example], tokenizer, settings: QASettings,
 def _cache_key(examples: Sequence[Example], tokenizer, settings: QASettings) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps(settings.to_dict(), sort_keys=True).encode())
-    digest.update(tokenizer.backend_tokenizer.to_str().encode())
+    # The backend's truncation and padding are left over from its last call: not part of the key.
+    backend = json.loads(tokenizer.backend_tokenizer.to_str())
+    backend.pop("truncation", None), backend.pop("padding", None)
+    digest.update(json.dumps(backend, sort_keys=True).encode())
     digest.update(json.dumps(list(tokenizer.model_input_names)).encode())
     for example in examples:
         digest.update(json.dumps([example.question, example.context], ensure_ascii=False).encode())

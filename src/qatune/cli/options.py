@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +67,4 @@ def quiet_libraries() -> None:
 
 def write_json(path, value) -> None:
     """Write a JSON file the way every command does: UTF-8, indented, newline at the end."""
-    from pathlib import Path
-
     Path(path).write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -26,9 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from squad_v1 import answerable, read_squad, score
+from timing import throughput_and_latency
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -98,12 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"batch_size": args.batch_size, "bf16": bool(model.bf16), "onnx": onnx,
                      "warm_up_questions": 1, **model.settings.to_dict()},
         "load_s": load_s,
-        "batched": {"questions": len(examples), "wall_s": batched_s,
-                    "questions_per_s": len(examples) / batched_s},
-        "single": {"questions": len(single),
-                   "p50_ms": float(np.percentile(single, 50)),
-                   "p95_ms": float(np.percentile(single, 95)),
-                   "mean_ms": float(np.mean(single))},
+        **throughput_and_latency(len(examples), batched_s, single),
         "dev": score(predictions, answerable(read_squad(args.data))),
         "predictions_file": str(predictions_file),
     }

@@ -30,9 +30,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from squad_v1 import answerable, read_squad, score
+from timing import throughput_and_latency
 
 SETTINGS = {"max_seq_len": 384, "doc_stride": 128, "max_answer_len": 30}
 
@@ -117,12 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(args.model),
         "data": str(args.data),
         "settings": {**SETTINGS, "batch_size": args.batch_size, "warm_up_questions": 1},
-        "batched": {"questions": len(questions), "wall_s": batched_s,
-                    "questions_per_s": len(questions) / batched_s},
-        "single": {"questions": len(single),
-                   "p50_ms": float(np.percentile(single, 50)),
-                   "p95_ms": float(np.percentile(single, 95)),
-                   "mean_ms": float(np.mean(single))},
+        **throughput_and_latency(len(questions), batched_s, single),
         "dev": score(predictions, questions),
         "peak_rss_mib": peak_rss_mib(),
         "predictions_file": str(predictions_file),

@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="model folder (PyTorch or ONNX)")
     parser.add_argument("--data", type=Path, required=True, help="SQuAD JSON to answer")
-    parser.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
+    parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
     parser.add_argument("--latency-questions", type=int, default=100, metavar="N")
     parser.add_argument("--no-bf16", action="store_true", help="float32 even where bf16 is fast")
     parser.add_argument("--output", type=Path, required=True, help="result JSON to write")

@@ -17,7 +17,7 @@ It writes the result JSON and, next to it, `<stem>.predictions.json` (id -> answ
 from the batched run), scored with the official SQuAD v1.1 definitions.
 
     benchmarks/.venv-tf4/bin/python benchmarks/reference_pipeline.py --model MODEL_DIR \\
-        --data dev.json --questions 20 --batch-size 16 --output /tmp/pipeline.json
+        --data dev.json --questions 20 --batch-size 1 --output /tmp/pipeline.json
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, required=True, help="SQuAD JSON to answer")
     parser.add_argument("--questions", type=int, default=None, metavar="N",
                         help="answer the first N answerable questions (default: all)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=1, help="the pipeline's own default")
     parser.add_argument("--latency-questions", type=int, default=100, metavar="N",
                         help="questions answered one at a time for latency (default: 100)")
     parser.add_argument("--output", type=Path, required=True, help="result JSON to write")

@@ -17,7 +17,7 @@ from __future__ import annotations
 # Keys of the rows in `results["training"]` and `results["inference"]`; the first of each is
 # the baseline the ratios are taken against.
 TRAINING_REFERENCES = ("trainer", "trainer_bf16")
-TRAINING_QATUNE = ("qatune", "qatune_defaults")
+TRAINING_QATUNE = ("qatune", "qatune_defaults", "qatune_no_dropout")
 INFERENCE_REFERENCE = "pipeline"
 INFERENCE_QATUNE = ("qatune_bf16", "qatune_float32", "onnx_float32", "onnx_int8")
 

@@ -63,8 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=12, help="training batch, both sides")
     parser.add_argument("--lr", type=float, default=2e-4, help="peak learning rate, both sides")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--pipeline-batch-size", type=int, default=16)
-    parser.add_argument("--qatune-batch-size", type=int, default=64, help="qatune's default")
+    parser.add_argument("--pipeline-batch-size", type=int, default=1,
+                        help="the pipeline's own default, and its fastest on 2 cores (batch 16 pads every question to the longest of 16)")
+    parser.add_argument("--qatune-batch-size", type=int, default=16, help="qatune's default")
     parser.add_argument("--latency-questions", type=int, default=100, metavar="N")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX rows")
     parser.add_argument("--inference-model", type=Path,
@@ -172,23 +173,32 @@ def trainer(args, steps: Steps, model: Path, train: Path, dev: Path, bf16: bool,
         ), "raw": result}
 
 
-def qatune_train(args, steps: Steps, model: Path, train: Path, dev: Path, defaults: bool, ctx: dict) -> dict:
-    name = "qatune-defaults" if defaults else "qatune"
+QATUNE_VARIANTS = {  # step name -> extra `qatune train` flags
+    "qatune": None,  # the side-by-side row: the reference's hyperparameters
+    "qatune-defaults": [],
+    "qatune-no-dropout": ["--hidden-dropout", "0"],
+}
+
+
+def qatune_train(args, steps: Steps, model: Path, train: Path, dev: Path, name: str, ctx: dict) -> dict:
+    extra = QATUNE_VARIANTS[name]
     output = args.work / name / "model"
     command = [sys.executable, "-m", "qatune", "train", str(train), "--model", str(model),
                "--output", str(output), "--epochs", str(args.epochs), "--json", "--quiet", "--overwrite"]
-    if not defaults:
+    if extra is None:
         command += ["--batch-size", str(args.batch_size), "--lr", str(args.lr),
                     "--seed", str(args.seed), "--warmup-ratio", "0"]
+    else:
+        command += extra
     step = steps.run(name, command)
     summary = json.loads(step["stdout"])
     dev_score, cli = qatune_predict(steps, output, dev, args.work / name / "dev-predictions.json", name)
     counts = ctx["counts"]["qatune_train"]
     label = "qatune, same hyperparameters"
-    if defaults:  # name the defaults qatune chose, as its model card records them
+    if extra is not None:  # name the defaults qatune chose, as its model card records them
         used = read_json(output / "qatune.json")["training_arguments"]
         label = (f"qatune, its defaults (batch {used['batch_size']}, lr {used['learning_rate']:g}, "
-                 f"warm-up {used['warmup_ratio']:g})")
+                 f"warm-up {used['warmup_ratio']:g})") + (f" + `{' '.join(extra)}`" if extra else "")
     return {**report.training_row(
         label, wall_s=summary["train_seconds"],
         windows=summary["counts"]["train_items"] * summary["epochs"],
@@ -280,8 +290,8 @@ def run_all(args, steps: Steps, results: dict) -> None:
         training = results["training"] = {}
         training["trainer"] = trainer(args, steps, model, train, dev, False, ctx)
         training["trainer_bf16"] = trainer(args, steps, model, train, dev, True, ctx)
-        training["qatune"] = qatune_train(args, steps, model, train, dev, False, ctx)
-        training["qatune_defaults"] = qatune_train(args, steps, model, train, dev, True, ctx)
+        for name in QATUNE_VARIANTS:
+            training[name.replace("-", "_")] = qatune_train(args, steps, model, train, dev, name, ctx)
         results["machine"]["transformers"] = training["trainer"]["raw"]["versions"]["transformers"]
         inference_model = Path(training["qatune"]["model_dir"])
 

@@ -112,6 +112,48 @@ def test_the_same_span_in_two_windows_is_one_candidate_with_its_best_logit() -> 
     assert decoded.null_prob == pytest.approx(softmax([6.0, 0.0])[1])
 
 
+TROUGHS = "It used parabolic troughs."
+# tokens: It=0 used=1 parabolic=2 trough=3 ##s=4 .=5 ("troughs" is two sub-words)
+TROUGH_TOKENS = [(0, 2), (3, 7), (8, 17), (18, 24), (24, 25), (25, 26)]
+TROUGH_WORDS = [(0, 2), (3, 7), (8, 17), (18, 25), (18, 25), (25, 26)]
+
+
+def window_of(spans: list[tuple[int, int]]) -> np.ndarray:
+    outside = [(-1, -1)]
+    return np.array(outside * (2 + N_QUESTION) + spans + outside)
+
+
+def test_word_offsets_give_whole_words_and_add_up_the_pairs_inside_one() -> None:
+    tokens, words = window_of(TROUGH_TOKENS), window_of(TROUGH_WORDS)
+    # "parabolic" .. "trough" at logit 3, "parabolic" .. "##s" at logit 2, the null at 0.
+    start = logits(tokens, {0: 0.0, position(2): 1.0}, default=-30.0)
+    end = logits(tokens, {0: 0.0, position(3): 2.0, position(4): 1.0}, default=-30.0)
+    by_token = decode(TROUGHS, [start], [end], [tokens], n_best=1, top_k=5)
+    assert [a.text for a in by_token.answers] == ["parabolic trough"]
+    by_word = decode(TROUGHS, [start], [end], [words], n_best=2, top_k=5)
+    answer = by_word.answers[0]
+    assert (answer.text, answer.start, answer.end) == ("parabolic troughs", 8, 25)
+    # Both pairs give "parabolic troughs": their probabilities add.
+    assert answer.score == pytest.approx(softmax([3.0, 2.0, 0.0])[0] + softmax([3.0, 2.0, 0.0])[1])
+    assert [a.text for a in by_word.answers].count("parabolic troughs") == 1
+
+
+def test_the_same_text_at_two_places_adds_up_at_the_better_place() -> None:
+    context = "Paris or Lyon? Paris."
+    spans = [(0, 5), (6, 8), (9, 13), (13, 14), (15, 20), (20, 21)]  # Paris or Lyon ? Paris .
+    offs = window_of(spans)
+    # "Lyon" alone beats either "Paris" (logit 2.8 against 2.5 and 2), but not both together.
+    start = logits(offs, {0: 0.0, position(0): 1.0, position(2): 1.4, position(4): 1.25}, default=-30.0)
+    end = logits(offs, {0: 0.0, position(0): 1.0, position(2): 1.4, position(4): 1.25}, default=-30.0)
+    decoded = decode(context, [start], [end], [offs], n_best=3, max_answer_length=1, top_k=5)
+    best, runner_up = decoded.answers
+    assert (best.text, best.start, best.end) == ("Paris", 15, 20)  # the later place scored higher
+    assert runner_up.text == "Lyon"
+    expected = softmax([2.0, 2.8, 2.5, 0.0])
+    assert best.score == pytest.approx(expected[0] + expected[2])
+    assert runner_up.score == pytest.approx(expected[1])
+
+
 def test_the_null_answer_wins_when_the_cls_logits_dominate() -> None:
     offs = make_window(SCORE)
     start = logits(offs, {0: 10.0, position(4): 2.0})
@@ -288,25 +330,39 @@ def test_best_answer_refuses_a_threshold_that_is_not_a_probability(threshold: ob
 # --- random windows against a brute force ---------------------------------------------------
 
 
+def log_sum(logits: list[float]) -> float:
+    top = max(logits)
+    return top + math.log(math.fsum(math.exp(v - top) for v in logits))
+
+
 def brute_force(context, starts, ends, offsets, n_best, max_answer_length):
-    """Every pair of the n_best start and end tokens of every window, one by one."""
+    """Every pair of the n_best start and end tokens of every window, one by one: pairs of a
+    window with the same span add up, a span counts once over the windows (its best), the
+    places of one text add up (reported at the best place)."""
     best: dict[tuple[int, int], float] = {}
     for start, end, offs in zip(starts, ends, offsets):
         tokens = [i for i in range(1, len(offs)) if offs[i][0] >= 0]
         top_starts = sorted(tokens, key=lambda i: (-start[i], i))[:n_best]
         top_ends = sorted(tokens, key=lambda i: (-end[i], i))[:n_best]
+        in_window: dict[tuple[int, int], list[float]] = {}
         for s in top_starts:
             for e in top_ends:
                 char_start, char_end = int(offs[s][0]), int(offs[e][1])
                 if s <= e and e - s + 1 <= max_answer_length and char_end > char_start:
-                    logit = float(start[s]) + float(end[e])
-                    span = (char_start, char_end)
-                    best[span] = max(logit, best.get(span, -math.inf))
+                    in_window.setdefault((char_start, char_end), []).append(float(start[s]) + float(end[e]))
+        for span, pair_logits in in_window.items():
+            best[span] = max(log_sum(pair_logits), best.get(span, -math.inf))
+    places: dict[str, list[tuple[float, int, int]]] = {}
+    for (s, e), logit in best.items():
+        places.setdefault(context[s:e], []).append((logit, s, e))
+    answers = []
+    for text, found in places.items():
+        _, s, e = min(found, key=lambda place: (-place[0], place[1], place[2]))
+        answers.append((text, s, e, log_sum([place[0] for place in found])))
+    answers.sort(key=lambda a: (-a[3], a[1], a[2]))
     null_logit = min(float(s[0]) + float(e[0]) for s, e in zip(starts, ends))
-    ranked = sorted(best.items(), key=lambda item: (-item[1], item[0]))
-    probs = softmax([null_logit] + [logit for _, logit in ranked])
-    answers = [(context[s:e], s, e, p) for ((s, e), _), p in zip(ranked, probs[1:])]
-    return answers, probs[0]
+    probs = softmax([null_logit] + [a[3] for a in answers])
+    return [(text, s, e, p) for (text, s, e, _), p in zip(answers, probs[1:])], probs[0]
 
 
 @st.composite

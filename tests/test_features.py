@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -148,6 +150,7 @@ def test_cached_windows_equal_fresh_ones_and_depend_on_the_settings(tokenizer, t
     for windows in (first, second):
         assert all((a == b).all() for a, b in zip(windows.input_ids, fresh.input_ids))
         assert all((a == b).all() for a, b in zip(windows.offsets, fresh.offsets))
+        assert all((a == b).all() for a, b in zip(windows.word_offsets, fresh.word_offsets))
         assert windows.example_index.tolist() == fresh.example_index.tolist()
         assert windows.truncated_questions == fresh.truncated_questions
     cached_windows(examples, tokenizer, QASettings(max_seq_length=20, doc_stride=4, max_question_length=4), tmp_path)
@@ -164,3 +167,29 @@ def test_a_damaged_cache_file_is_rebuilt(tokenizer, tmp_path):
     rebuilt = cached_windows(examples, tokenizer, SMALL, tmp_path)
     assert rebuilt.example_index.tolist() == make_windows(examples, tokenizer, SMALL).example_index.tolist()
     assert cache_file.read_bytes()[:2] == b"PK"  # written again as a real archive
+
+
+def test_word_offsets_cover_the_whole_word_of_each_token(tokenizer):
+    context = "Riverside won at Qwzxv Park, 3-0."  # "qwzxv" is not in the vocabulary: sub-words
+    windows = make_windows([example(context=context)], tokenizer, QASettings())
+    offsets, words = windows.offsets[0], windows.word_offsets[0]
+    word_spans = [m.span() for m in re.finditer(r"\w+|[^\w\s]", context)]
+    tokens = tokenizer.convert_ids_to_tokens(windows.input_ids[0].tolist())
+    assert tokens.count("##w") == 1  # the unknown word really is split
+    for (start, end), (word_start, word_end) in zip(offsets.tolist(), words.tolist()):
+        if start == NOT_CONTEXT:
+            assert (word_start, word_end) == (NOT_CONTEXT, NOT_CONTEXT)
+        else:
+            assert (word_start, word_end) == next(span for span in word_spans if span[0] <= start < span[1])
+    assert {context[a:b] for a, b in words.tolist() if a >= 0} == {context[a:b] for a, b in word_spans}
+
+
+def test_a_word_cut_by_a_window_border_keeps_its_part_in_the_window(tokenizer):
+    context = "qwzxvqwzxv " * 3  # each word is ten one-letter tokens
+    settings = QASettings(max_seq_length=16, doc_stride=4, max_question_length=4)
+    windows = make_windows([example(context=context)], tokenizer, settings)
+    assert len(windows) > 1
+    for offsets, words in zip(windows.offsets, windows.word_offsets):
+        inside = offsets[:, 0] >= 0
+        first, last = offsets[inside][0], offsets[inside][-1]
+        assert words[inside][:, 0].min() == first[0] and words[inside][:, 1].max() == last[1]

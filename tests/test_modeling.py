@@ -56,3 +56,16 @@ def test_a_model_without_qatune_json_uses_the_default_settings(tiny_bert):
     assert 1 <= len(answers) <= 3
     for answer in answers:
         assert "Riverside Athletic won the cup final."[answer.start : answer.end] == answer.text
+
+
+def test_dropout_overrides_reach_every_dropout_of_bert_and_distilbert(tiny_bert, tiny_distilbert):
+    import torch
+
+    for folder in (tiny_bert, tiny_distilbert):
+        as_configured = modeling.load_qa_model(folder)
+        assert any(m.p > 0 for m in as_configured.modules() if isinstance(m, torch.nn.Dropout))
+        model = modeling.load_qa_model(folder, attention_dropout=0.0, hidden_dropout=0.0)
+        rates = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+        config_rates = [getattr(model.config, k) for k in ("attention_probs_dropout_prob", "hidden_dropout_prob",
+                        "dropout", "attention_dropout", "qa_dropout") if hasattr(model.config, k)]
+        assert set(rates) <= {0.0} and set(config_rates) == {0.0}

@@ -195,6 +195,7 @@ def test_resume_without_a_checkpoint_is_refused(tiny_bert, tiny_examples, tmp_pa
         ("learning_rate", 3.0, "learning_rate must be between 0 and 1 (e.g. 2e-4), got 3.0"),
         ("save_every", -1, "save_every must be 0 (never) or a whole number of epochs, got -1"),
         ("warmup_ratio", 1.0, "warmup_ratio must be in [0, 1), got 1.0"),
+        ("hidden_dropout", 1.5, "hidden_dropout must be in [0, 1), or None for the model's own, got 1.5"),
     ],
 )
 def test_bad_arguments_name_the_field(field, value, message):

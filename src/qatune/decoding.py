@@ -11,7 +11,10 @@ answer "there is no answer" (the null answer).
 
 Every answer is the half-open span `context[start:end]`; its score is a probability from
 one softmax over every candidate span of every window plus the null answer, so scores
-compare across questions.
+compare across questions. Candidates that give the same answer add up: token pairs of one
+window that cover the same characters (with word offsets, "trough" and "trough"+"s" of
+"troughs"), and the same text found at several places. The same span seen again in an
+overlapping window is the same evidence twice and counts once.
 """
 
 from __future__ import annotations
@@ -67,11 +70,15 @@ def decode(
     may be longer than the offsets (padding); positions past `len(offsets[w])` are ignored.
     Per window, the `n_best` highest start and the `n_best` highest end positions among
     context tokens are paired (ties go to the earlier token); a pair is kept when start
-    <= end and it covers at most `max_answer_length` tokens. The same character span found
-    in several windows counts once, with its highest logit. The null answer's logit is the
-    lowest CLS logit over the windows. Spans whose text would be empty are skipped.
-    Answers are ranked by score, then by earlier start, then by earlier end. Only the
-    logits of CLS and of context tokens are read, so the others may be masked (even -inf).
+    <= end and it covers at most `max_answer_length` tokens. A pair's span runs from its
+    start token's `char_start` to its end token's `char_end`: pass word offsets (each
+    token's whole word) to get whole words. Pairs of one window with the same span add
+    their probabilities; a span found in several windows counts once, with its highest;
+    spans with the same text add their probabilities and are reported at the place that
+    scored highest. The null answer's logit is the lowest CLS logit over the windows. Spans
+    whose text would be empty are skipped. Answers are ranked by score, then by earlier
+    start, then by earlier end. Only the logits of CLS and of context tokens are read, so
+    the others may be masked (even -inf).
 
     Raises SettingsError for a bad setting or mismatched windows, ModelError for a NaN
     or infinite logit at CLS or at a context token.
@@ -91,10 +98,10 @@ def decode(
     _check_settings(n_best=n_best, max_answer_length=max_answer_length, top_k=top_k)
     windows = _check_windows(context, start_logits, end_logits, offsets)
     per_window = [
-        _window_candidates(start, end, offs, n_best, max_answer_length)
+        _add_up_same_spans(_window_candidates(start, end, offs, n_best, max_answer_length))
         for start, end, offs in windows
     ]
-    candidates = _merge_duplicates(_concat(per_window))
+    candidates = _add_up_same_texts(context, _best_of_same_spans(_concat(per_window)))
     null_logit = min(float(start[0] + end[0]) for start, end, _ in windows)
     span_probs, null_prob = _softmax_with_null(candidates.logits, null_logit)
     return Decoded(_top_answers(context, candidates, span_probs, top_k), null_prob)
@@ -259,17 +266,58 @@ def _concat(parts: list[_Candidates]) -> _Candidates:
     )
 
 
-def _merge_duplicates(candidates: _Candidates) -> _Candidates:
-    """One candidate per character span, with its highest logit, ranked best first.
-
-    Rank: highest logit first, then earlier start, then earlier end.
-    """
+def _rank(candidates: _Candidates) -> _Candidates:
+    """Best first: highest logit, then earlier start, then earlier end."""
     order = np.lexsort((candidates.ends, candidates.starts, -candidates.logits))
-    starts, ends = candidates.starts[order], candidates.ends[order]
-    # After the sort, the first occurrence of each span carries its highest logit.
-    _, first = np.unique(np.stack([starts, ends], axis=1), axis=0, return_index=True)
-    first = np.sort(first)  # back to rank order
-    return _Candidates(starts[first], ends[first], candidates.logits[order][first])
+    return _Candidates(candidates.starts[order], candidates.ends[order], candidates.logits[order])
+
+
+def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For rows of keys in rank order: each row's group (numbered by first appearance), and
+    each group's first (best) row."""
+    _, first, group = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    group = group.reshape(-1)
+    # Renumber the groups by their first row, so that group g's best row is firsts[g].
+    renumber = np.empty_like(first)
+    renumber[np.argsort(first)] = np.arange(first.size)
+    return renumber[group], np.sort(first)
+
+
+def _log_sum_by_group(logits: np.ndarray, group: np.ndarray, count: int) -> np.ndarray:
+    """log(sum(exp(logits))) of each group, stable."""
+    peak = np.full(count, -np.inf)
+    np.maximum.at(peak, group, logits)
+    total = np.zeros(count)
+    np.add.at(total, group, np.exp(logits - peak[group]))
+    return peak + np.log(total)
+
+
+def _add_up_same_spans(candidates: _Candidates) -> _Candidates:
+    """One candidate per character span of one window, its pairs' probabilities added."""
+    ranked = _rank(candidates)
+    group, firsts = _groups(np.stack([ranked.starts, ranked.ends], axis=1))
+    logits = _log_sum_by_group(ranked.logits, group, firsts.size)
+    return _rank(_Candidates(ranked.starts[firsts], ranked.ends[firsts], logits))
+
+
+def _best_of_same_spans(candidates: _Candidates) -> _Candidates:
+    """One candidate per character span over all windows, with its highest logit, ranked."""
+    ranked = _rank(candidates)
+    _, firsts = _groups(np.stack([ranked.starts, ranked.ends], axis=1))
+    return _Candidates(ranked.starts[firsts], ranked.ends[firsts], ranked.logits[firsts])
+
+
+def _add_up_same_texts(context: str, candidates: _Candidates) -> _Candidates:
+    """One candidate per answer text, at its best place, the places' probabilities added; ranked.
+
+    `candidates` must be ranked, so that the first place of a text is its best.
+    """
+    if candidates.starts.size == 0:
+        return candidates
+    texts = np.array([context[a:b] for a, b in zip(candidates.starts.tolist(), candidates.ends.tolist())])
+    group, firsts = _groups(texts)
+    logits = _log_sum_by_group(candidates.logits, group, firsts.size)
+    return _rank(_Candidates(candidates.starts[firsts], candidates.ends[firsts], logits))
 
 
 def _softmax_with_null(span_logits: np.ndarray, null_logit: float) -> tuple[np.ndarray, float]:

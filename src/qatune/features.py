@@ -9,6 +9,10 @@ them.
 Labels map an answer's half-open character span to the first and last token that cover it.
 A window that does not hold the whole answer, and every window of an unanswerable question,
 points at the CLS token (index 0).
+
+Each window also keeps, per token, the character span of the whole word the token belongs to
+(the tokenizer's pre-tokenized word, cut to the window), so that decoding can give whole words
+("troughs", not the sub-word "trough").
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class Windows:
     input_ids: list[np.ndarray]
     token_type_ids: list[np.ndarray] | None
     offsets: list[np.ndarray]  # (length, 2) int32, NOT_CONTEXT outside the context
+    word_offsets: list[np.ndarray]  # like offsets, but each token's whole word
     example_index: np.ndarray  # window -> index of its example in the list given
     truncated_questions: int = 0
 
@@ -84,16 +89,18 @@ def make_windows(examples: Sequence[Example], tokenizer, settings: QASettings) -
         padding=False,
     )
     use_token_types = "token_type_ids" in tokenizer.model_input_names and "token_type_ids" in encoded
-    input_ids, token_types, offsets = [], [], []
+    input_ids, token_types, offsets, word_offsets = [], [], [], []
     for index, ids in enumerate(encoded["input_ids"]):
         input_ids.append(np.asarray(ids, dtype=np.int64))
         if use_token_types:
             token_types.append(np.asarray(encoded["token_type_ids"][index], dtype=np.int64))
         offsets.append(_context_offsets(encoded["offset_mapping"][index], encoded.sequence_ids(index)))
+        word_offsets.append(_word_offsets(offsets[-1], encoded.word_ids(index)))
     return Windows(
         input_ids=input_ids,
         token_type_ids=token_types if use_token_types else None,
         offsets=offsets,
+        word_offsets=word_offsets,
         example_index=np.asarray(encoded["overflow_to_sample_mapping"], dtype=np.int64),
         truncated_questions=truncated,
     )
@@ -151,6 +158,25 @@ def _context_offsets(offset_mapping, sequence_ids) -> np.ndarray:
     is_context = np.fromiter((sequence_id == 1 for sequence_id in sequence_ids), dtype=bool, count=len(offsets))
     offsets[~is_context] = NOT_CONTEXT
     return offsets
+
+
+def _word_offsets(offsets: np.ndarray, word_ids: list[int | None]) -> np.ndarray:
+    """Per token, the span from its word's first to its word's last token in this window.
+
+    The tokens of one word are consecutive, so a word is a run of context tokens with the
+    same word id; tokens without a word id (special tokens) are words of their own.
+    """
+    words = np.fromiter((-1 if word is None else word for word in word_ids), dtype=np.int64, count=len(offsets))
+    is_context = offsets[:, 0] != NOT_CONTEXT
+    # A run starts where the word id changes, or where context starts or stops.
+    run_start = np.ones(len(offsets), dtype=bool)
+    run_start[1:] = (words[1:] != words[:-1]) | (is_context[1:] != is_context[:-1]) | (words[1:] < 0)
+    run = np.cumsum(run_start) - 1
+    firsts = np.flatnonzero(run_start)
+    lasts = np.append(firsts[1:], len(offsets)) - 1
+    spans = np.stack([offsets[firsts[run], 0], offsets[lasts[run], 1]], axis=1).astype(np.int32)
+    spans[~is_context] = NOT_CONTEXT
+    return spans
 
 
 def _cut_questions(questions: list[str], tokenizer, settings: QASettings) -> tuple[list[str], int]:
@@ -220,6 +246,7 @@ def _save_windows(windows: Windows, path: Path) -> None:
         "lengths": windows.lengths,
         "input_ids": np.concatenate(windows.input_ids),
         "offsets": np.concatenate(windows.offsets),
+        "word_offsets": np.concatenate(windows.word_offsets),
         "example_index": windows.example_index,
         "truncated_questions": np.asarray(windows.truncated_questions),
     }
@@ -238,6 +265,7 @@ def _load_windows(path: Path) -> Windows:
             input_ids=np.split(stored["input_ids"], borders),
             token_type_ids=np.split(token_types, borders) if token_types is not None else None,
             offsets=np.split(stored["offsets"], borders),
+            word_offsets=np.split(stored["word_offsets"], borders),
             example_index=stored["example_index"],
             truncated_questions=int(stored["truncated_questions"]),
         )

@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -23,6 +25,9 @@ from qatune.modeling import load_qa_model, load_tokenizer
 from qatune.settings import QASettings, read_model_card
 
 ONNX_FILE = "model.onnx"
+# Answers whose probabilities are within this log-ratio (about 5%) of each other are close
+# calls: bf16 rounding can swap them, so `predict` recomputes them in float32.
+CLOSE_CALL = 0.05
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -54,31 +59,64 @@ def pad_batch(windows: Windows, indices: Sequence[int], pad_token_id: int, devic
 
 @torch.inference_mode()
 def window_logits(
-    model, windows: Windows, *, pad_token_id: int, batch_size: int = 64, bf16: bool = False, progress: bool = False
+    model,
+    windows: Windows,
+    *,
+    pad_token_id: int,
+    batch_size: int = 16,
+    bf16: bool = False,
+    progress: bool = False,
+    only: Sequence[int] | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Start and end logits of every window (float32, unpadded), in window order.
 
     Windows are batched by length, so a batch holds windows of similar length and little padding.
+    `only` restricts the work to some windows; the others get empty arrays.
     """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    order = np.argsort(windows.lengths, kind="stable")
+    head_hook = _float32_qa_head(model) if bf16 else None
+    wanted = np.arange(len(windows)) if only is None else np.asarray(only, dtype=np.int64)
+    order = wanted[np.argsort(windows.lengths[wanted], kind="stable")]
     starts: list[np.ndarray] = [np.empty(0)] * len(windows)
     ends: list[np.ndarray] = [np.empty(0)] * len(windows)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    for indices in _progress(batches, progress, "answering"):
-        inputs = pad_batch(windows, indices, pad_token_id, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            output = model(**inputs)
-        start_batch = output.start_logits.float().cpu().numpy()
-        end_batch = output.end_logits.float().cpu().numpy()
-        for row, window in enumerate(indices):
-            length = len(windows.input_ids[window])
-            starts[window] = start_batch[row, :length]
-            ends[window] = end_batch[row, :length]
-    model.train(was_training)
+    try:
+        for indices in _progress(batches, progress, "answering"):
+            inputs = pad_batch(windows, indices, pad_token_id, device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                output = model(**inputs)
+            start_batch = output.start_logits.float().cpu().numpy()
+            end_batch = output.end_logits.float().cpu().numpy()
+            for row, window in enumerate(indices):
+                length = len(windows.input_ids[window])
+                starts[window] = start_batch[row, :length]
+                ends[window] = end_batch[row, :length]
+    finally:
+        model.train(was_training)
+        if head_hook is not None:
+            head_hook.remove()
     return starts, ends
+
+
+def _float32_qa_head(model):
+    """Compute the QA head (hidden size -> 2 logits) in float32 under bf16 autocast.
+
+    The encoder's last layer norm gives float32 hidden states; a bf16 head would round the
+    logits to 8 bits of mantissa (steps of 1/64 near 3) and flip close answers. The head is
+    a sliver of the work. Returns the hook's handle, or None for a model without `qa_outputs`.
+    """
+    head = getattr(model, "qa_outputs", None)
+    if not isinstance(head, torch.nn.Linear):
+        return None
+
+    def float32_output(module, inputs, output):
+        bias = None if module.bias is None else module.bias.float()
+        with torch.autocast(output.device.type, enabled=False):
+            return torch.nn.functional.linear(inputs[0].float(), module.weight.float(), bias)
+
+    return head.register_forward_hook(float32_output)
 
 
 def decode_examples(
@@ -90,6 +128,7 @@ def decode_examples(
     top_k: int = 1,
 ) -> list[Decoded]:
     """Gather each example's windows and decode its ranked answers."""
+    spans = windows.word_offsets if settings.align_to_words else windows.offsets
     decoded = []
     for example, group in zip(examples, windows.of_example()):
         decoded.append(
@@ -97,7 +136,7 @@ def decode_examples(
                 example.context,
                 [start_logits[w] for w in group],
                 [end_logits[w] for w in group],
-                [windows.offsets[w] for w in group],
+                [spans[w] for w in group],
                 n_best=settings.n_best,
                 max_answer_length=settings.max_answer_length,
                 top_k=top_k,
@@ -155,7 +194,7 @@ class QAModel:
         return decoded.answers
 
     def predict(
-        self, examples: Iterable[Example], *, batch_size: int = 64, top_k: int = 1, progress: bool = False
+        self, examples: Iterable[Example], *, batch_size: int = 16, top_k: int = 1, progress: bool = False
     ) -> list[Decoded]:
         """Ranked answers and the no-answer probability of every example, in order."""
         if batch_size < 1:
@@ -164,21 +203,37 @@ class QAModel:
         if not examples:
             return []
         windows = make_windows(examples, self.tokenizer, self.settings)
-        starts, ends = window_logits(
-            self.model,
-            windows,
-            pad_token_id=self.tokenizer.pad_token_id or 0,
-            batch_size=batch_size,
-            bf16=self.bf16,
-            progress=progress,
+        logits = partial(
+            window_logits, self.model, windows, pad_token_id=self.tokenizer.pad_token_id or 0, batch_size=batch_size
         )
-        return decode_examples(examples, windows, starts, ends, self.settings, top_k=top_k)
+        starts, ends = logits(bf16=self.bf16, progress=progress)
+        ranked = max(top_k, 2)  # the runner-up tells a close call
+        decoded = decode_examples(examples, windows, starts, ends, self.settings, top_k=ranked)
+        close = [i for i, d in enumerate(decoded) if self.bf16 and _close_call(d, self.settings.null_threshold)]
+        if close:
+            # bf16 moves logits by a few hundredths: where that could flip the answer, ask again in float32.
+            redo = np.flatnonzero(np.isin(windows.example_index, close))
+            exact_starts, exact_ends = logits(bf16=False, only=redo)
+            for window in redo:
+                starts[window], ends[window] = exact_starts[window], exact_ends[window]
+            decoded = decode_examples(examples, windows, starts, ends, self.settings, top_k=ranked)
+        return [Decoded(d.answers[:top_k], d.null_prob) for d in decoded]
 
-    def evaluate(self, examples: Sequence[Example], *, batch_size: int = 64, progress: bool = False) -> Evaluation:
+    def evaluate(self, examples: Sequence[Example], *, batch_size: int = 16, progress: bool = False) -> Evaluation:
         """Answer every example with the model's null_threshold and score the answers."""
         examples = list(examples)
         decoded = self.predict(examples, batch_size=batch_size, progress=progress)
         return evaluate_decoded(examples, decoded, self.settings.null_threshold)
+
+
+def _close_call(decoded: Decoded, null_threshold: float) -> bool:
+    """Whether the best answer, or the answer/no-answer decision, is within CLOSE_CALL."""
+    answers = decoded.answers
+    if len(answers) >= 2 and answers[1].score > 0 and math.log(answers[0].score / answers[1].score) < CLOSE_CALL:
+        return True
+    if null_threshold < 1.0 and decoded.null_prob > 0:
+        return abs(math.log(decoded.null_prob / null_threshold)) < CLOSE_CALL
+    return False
 
 
 def _check_text(name: str, value: object) -> None:

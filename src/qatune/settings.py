@@ -36,6 +36,8 @@ class QASettings:
     null_threshold: a question is answered "no answer" when its no-answer probability
         exceeds this; 1.0 means always answer. Tuned on dev data that has unanswerable
         questions.
+    align_to_words: answers start and end at word borders ("troughs", never the sub-word
+        "trough"), the tokenizer's words; False gives the tokens' own spans.
     """
 
     max_seq_length: int = 384
@@ -44,8 +46,11 @@ class QASettings:
     max_answer_length: int = 30
     n_best: int = 20
     null_threshold: float = 1.0
+    align_to_words: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.align_to_words, bool):
+            raise SettingsError(f"align_to_words must be true or false, got {self.align_to_words!r}")
         for name in ("max_seq_length", "doc_stride", "max_question_length", "max_answer_length", "n_best"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -23,7 +23,7 @@ def add_data_reading(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_loading(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=int, default=64, help="windows per forward pass (default: 64)")
+    parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default: 16)")
     parser.add_argument("--no-bf16", action="store_true", help="compute in float32 even where bf16 is fast")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument(

@@ -28,7 +28,7 @@ from pathlib import Path
 
 
 from squad_v1 import answerable, read_squad, score
-from timing import throughput_and_latency
+from timing import summary_line, throughput_and_latency
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -103,10 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "predictions_file": str(predictions_file),
     }
     args.output.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    print(f"{len(examples)} questions at {result['batched']['questions_per_s']:.1f} questions/s "
-          f"(batch {args.batch_size}, bf16 {model.bf16}); one at a time p50 "
-          f"{result['single']['p50_ms']:.0f} ms, p95 {result['single']['p95_ms']:.0f} ms; "
-          f"EM {result['dev']['exact_match']:.1f} F1 {result['dev']['f1']:.1f} -> {args.output}")
+    print(summary_line(result, f"batch {args.batch_size}, bf16 {model.bf16}", args.output))
     return 0
 
 

@@ -21,3 +21,11 @@ def throughput_and_latency(questions: int, batched_s: float, single_ms: list[flo
             "mean_ms": float(np.mean(single_ms)),
         },
     }
+
+
+def summary_line(result: dict, setting: str, output) -> str:
+    """One line for the log: throughput, latency and dev score of a result `throughput_and_latency` fed."""
+    return (f"{result['batched']['questions']} questions at {result['batched']['questions_per_s']:.1f} "
+            f"questions/s ({setting}); one at a time p50 {result['single']['p50_ms']:.0f} ms, "
+            f"p95 {result['single']['p95_ms']:.0f} ms; EM {result['dev']['exact_match']:.1f} "
+            f"F1 {result['dev']['f1']:.1f} -> {output}")

@@ -209,7 +209,7 @@ class QAModel:
         starts, ends = logits(bf16=self.bf16, progress=progress)
         ranked = max(top_k, 2)  # the runner-up tells a close call
         decoded = decode_examples(examples, windows, starts, ends, self.settings, top_k=ranked)
-        close = [i for i, d in enumerate(decoded) if self.bf16 and _close_call(d, self.settings.null_threshold)]
+        close = [i for i, d in enumerate(decoded) if _close_call(d, self.settings.null_threshold)] if self.bf16 else []
         if close:
             # bf16 moves logits by a few hundredths: where that could flip the answer, ask again in float32.
             redo = np.flatnonzero(np.isin(windows.example_index, close))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 
+import hypothesis
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -152,6 +153,32 @@ def test_the_same_text_at_two_places_adds_up_at_the_better_place() -> None:
     expected = softmax([2.0, 2.8, 2.5, 0.0])
     assert best.score == pytest.approx(expected[0] + expected[2])
     assert runner_up.score == pytest.approx(expected[1])
+
+
+def test_texts_that_differ_only_by_nul_characters_are_different_answers() -> None:
+    # numpy's fixed-width strings drop trailing NULs: "0\x00" must not count as "0".
+    context = "0\x00"
+    offs = window_of([(0, 1), (1, 2)])
+    flat = np.zeros(len(offs))
+    decoded = decode(context, [flat], [flat], [offs], top_k=10)
+    assert [(a.text, a.start, a.end) for a in decoded.answers] == [
+        ("0", 0, 1), ("0\x00", 0, 2), ("\x00", 1, 2)
+    ]
+    assert [a.score for a in decoded.answers] == pytest.approx([0.25, 0.25, 0.25])
+
+
+def test_a_token_that_covers_no_character_never_starts_or_ends_an_answer() -> None:
+    # A context token with offsets (k, k) (a character the tokenizer normalized away) points
+    # at no character: a span cut at it would start or end on the gap around it ("3-0 ").
+    context = "won 3-0  today"
+    spans = [(0, 3), (4, 5), (5, 6), (6, 7), (8, 8), (9, 14)]  # won 3 - 0 <empty> today
+    offs = window_of(spans)
+    start = logits(offs, {position(1): 5.0, position(4): 9.0})
+    end = logits(offs, {position(3): 5.0, position(4): 9.0})
+    decoded = decode(context, [start], [end], [offs], n_best=1, top_k=10)
+    assert [(a.text, a.start, a.end) for a in decoded.answers] == [("3-0", 4, 7)]
+    everything = decode(context, [start], [end], [offs], n_best=6, top_k=100)
+    assert all(a.start not in {7, 8} and a.end not in {8, 9} for a in everything.answers)
 
 
 def test_the_null_answer_wins_when_the_cls_logits_dominate() -> None:
@@ -336,12 +363,13 @@ def log_sum(logits: list[float]) -> float:
 
 
 def brute_force(context, starts, ends, offsets, n_best, max_answer_length):
-    """Every pair of the n_best start and end tokens of every window, one by one: pairs of a
-    window with the same span add up, a span counts once over the windows (its best), the
-    places of one text add up (reported at the best place)."""
+    """Every pair of the n_best start and end tokens (context tokens that cover a character)
+    of every window, one by one: pairs of a window with the same span add up, a span counts
+    once over the windows (its best), the places of one text add up (reported at the best
+    place)."""
     best: dict[tuple[int, int], float] = {}
     for start, end, offs in zip(starts, ends, offsets):
-        tokens = [i for i in range(1, len(offs)) if offs[i][0] >= 0]
+        tokens = [i for i in range(1, len(offs)) if offs[i][0] >= 0 and offs[i][1] > offs[i][0]]
         top_starts = sorted(tokens, key=lambda i: (-start[i], i))[:n_best]
         top_ends = sorted(tokens, key=lambda i: (-end[i], i))[:n_best]
         in_window: dict[tuple[int, int], list[float]] = {}
@@ -368,7 +396,10 @@ def brute_force(context, starts, ends, offsets, n_best, max_answer_length):
 @st.composite
 def examples(draw):
     """A context, its tokens (with gaps), and overlapping windows with random logits."""
-    context = draw(st.text(min_size=1, max_size=30))
+    # A few characters often (NUL, whitespace, repeats: the same text at several places),
+    # any character sometimes.
+    character = st.one_of(st.sampled_from("a0 \t\x00"), st.characters())
+    context = draw(st.text(character, min_size=1, max_size=30))
     cuts = draw(st.lists(st.integers(0, len(context)), max_size=12))
     bounds = sorted({0, len(context), *cuts})
     spans = []
@@ -396,7 +427,36 @@ def examples(draw):
     return context, starts, ends, offsets, n_best, max_answer_length
 
 
-@settings(max_examples=300, deadline=None)
+def fixed_example(context, windows, n_best=6, max_answer_length=6):
+    """A draw of `examples()` by hand: one window per list of spans, every logit 0 (all tied)."""
+    offsets = [window_of(spans) for spans in windows]
+    flat = [np.zeros(len(offs)) for offs in offsets]
+    return context, flat, [f.copy() for f in flat], offsets, n_best, max_answer_length
+
+
+EDGE_CASES = [
+    fixed_example("0\x000", [[(0, 1), (2, 2), (2, 3)]]),  # an empty token; "0\x00" ends in NUL
+    fixed_example("0\x00", [[(0, 1), (1, 2)]]),  # a token covering a NUL
+    fixed_example("\x00\x00", [[(0, 1), (1, 2), (0, 2)]]),  # NUL only
+    fixed_example(" \t ", [[(0, 1), (1, 2), (2, 3)]]),  # whitespace only
+    fixed_example("a b", [[(0, 0), (0, 1), (1, 1), (2, 3), (3, 3)]], n_best=2),  # empty tokens at the edges
+    fixed_example("x", [[(0, 1), (0, 1), (1, 1)]], n_best=1),  # one character split in two tokens
+    fixed_example("ab c", [[(0, 1), (1, 2)], [(1, 2), (3, 4)]], n_best=1, max_answer_length=1),  # two windows
+    fixed_example("a a", [[(0, 1), (2, 3)]], max_answer_length=1),  # one text at two places
+]
+
+
+def with_edge_cases(*more_args):
+    """Hypothesis tries each of EDGE_CASES (with `more_args`) first, on every run."""
+    def decorate(test):
+        for case in EDGE_CASES:
+            test = hypothesis.example(case, *more_args)(test)
+        return test
+    return decorate
+
+
+@settings(max_examples=1000, deadline=None)
+@with_edge_cases()
 @given(examples())
 def test_random_windows_agree_with_the_brute_force(example) -> None:
     context, starts, ends, offsets, n_best, max_answer_length = example
@@ -412,7 +472,8 @@ def test_random_windows_agree_with_the_brute_force(example) -> None:
     assert decoded.null_prob == pytest.approx(expected_null, rel=1e-9, abs=1e-15)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
+@with_edge_cases(2)
 @given(examples(), st.integers(1, 5))
 def test_random_windows_give_valid_ranked_spans(example, top_k) -> None:
     context, starts, ends, offsets, n_best, max_answer_length = example

@@ -69,7 +69,9 @@ def decode(
     `start_logits[w]`, `end_logits[w]` and `offsets[w]` belong to window w. The logits
     may be longer than the offsets (padding); positions past `len(offsets[w])` are ignored.
     Per window, the `n_best` highest start and the `n_best` highest end positions among
-    context tokens are paired (ties go to the earlier token); a pair is kept when start
+    context tokens are paired (ties go to the earlier token); a context token whose span is
+    empty (`char_start == char_end`, e.g. a character the tokenizer normalized away) covers
+    no character, so it never starts or ends an answer. A pair is kept when start
     <= end and it covers at most `max_answer_length` tokens. A pair's span runs from its
     start token's `char_start` to its end token's `char_end`: pass word offsets (each
     token's whole word) to get whole words. Pairs of one window with the same span add
@@ -247,10 +249,12 @@ def _window_candidates(
     start: np.ndarray, end: np.ndarray, offs: np.ndarray, n_best: int, max_answer_length: int
 ) -> _Candidates:
     """All kept (start, end) pairs of one window, as character spans with their logits."""
-    is_context = offs[:, 0] >= 0
-    is_context[0] = False  # CLS scores the null answer, never a span
-    s = _top_positions(start, is_context, n_best)[:, None]  # column: broadcast to a grid
-    e = _top_positions(end, is_context, n_best)[None, :]  # row
+    # An empty token points at no character: cut there, a span would start or end on the
+    # gap around it. (-1, -1) rows, outside the context, are empty too.
+    covers_a_character = offs[:, 1] > offs[:, 0]
+    covers_a_character[0] = False  # CLS scores the null answer, never a span
+    s = _top_positions(start, covers_a_character, n_best)[:, None]  # column: broadcast to a grid
+    e = _top_positions(end, covers_a_character, n_best)[None, :]  # row
     char_start = np.broadcast_to(offs[s, 0], (s.size, e.size))
     char_end = np.broadcast_to(offs[e, 1], (s.size, e.size))
     keep = (s <= e) & (e - s + 1 <= max_answer_length) & (char_end > char_start)
@@ -314,8 +318,11 @@ def _add_up_same_texts(context: str, candidates: _Candidates) -> _Candidates:
     """
     if candidates.starts.size == 0:
         return candidates
-    texts = np.array([context[a:b] for a, b in zip(candidates.starts.tolist(), candidates.ends.tolist())])
-    group, firsts = _groups(texts)
+    # Number the texts in Python: numpy's fixed-width strings drop trailing NULs ("0\x00" == "0").
+    numbers: dict[str, int] = {}
+    spans = zip(candidates.starts.tolist(), candidates.ends.tolist())
+    text_numbers = np.array([numbers.setdefault(context[a:b], len(numbers)) for a, b in spans])
+    group, firsts = _groups(text_numbers)
     logits = _log_sum_by_group(candidates.logits, group, firsts.size)
     return _rank(_Candidates(candidates.starts[firsts], candidates.ends[firsts], logits))
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from qatune.data import read_dataset
+
 DATA = Path(__file__).parent / "data"
 GOOD = DATA / "data_squad_v2.json"
 NEEDS_REPAIR = DATA / "data_needs_repair.json"
@@ -46,6 +48,33 @@ def test_a_file_that_needs_repairs_is_usable_and_says_what_was_repaired():
         '    repaired: data[0].paragraphs[0].qas[1].answers[0]: re-anchored: "2024" moved from 40 to 49 '
         "(9 characters), where it occurs in the context"
     ) in result.stdout.splitlines()
+
+
+def test_whitespace_around_an_answer_that_starts_right_is_a_whitespace_repair(tmp_path):
+    doc = json.loads(NEEDS_REPAIR.read_text(encoding="utf-8-sig"))
+    answer = doc["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]
+    answer["text"] = " France"  # answer_start 24 already points at "France"
+    path = tmp_path / "space.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    lines = qatune("validate", path).stdout.splitlines()
+    assert "  repaired: 2 whitespace, 1 re-anchored (largest shift 9 characters)" in lines
+    assert (
+        '    repaired: data[0].paragraphs[0].qas[0].answers[0]: stripped whitespace: " France" at 24 -> '
+        '"France" at 24'
+    ) in lines
+
+
+def test_the_count_line_of_each_layout():
+    squad, paragraphs, records = (
+        qatune("validate", DATA / name).stdout.splitlines()[1]
+        for name in ("data_squad_v2.json", "data_paragraphs.json", "data_records.jsonl")
+    )
+    assert squad == "  2 articles, 3 contexts, 6 questions, 7 answers, 2 unanswerable"
+    # only the squad layout has articles; the others may have titles
+    assert paragraphs == "  no titles, 1 contexts, 3 questions, 3 answers, 0 unanswerable"
+    assert records == "  1 titles, 1 contexts, 3 questions, 3 answers, 1 unanswerable"
+    report = json.loads(qatune("validate", DATA / "data_paragraphs.json", "--json").stdout)
+    assert (report["articles"], report["titles"], report["contexts"]) == (None, 0, 1)
 
 
 def test_strict_makes_every_mismatch_an_error():
@@ -118,7 +147,10 @@ def test_write_fixed_then_revalidate_gives_zero_repairs(tmp_path):
     out = tmp_path / "fixed.json"
     result = qatune("validate", NEEDS_REPAIR, "--write-fixed", out)
     assert result.returncode == 0
-    assert result.stdout.splitlines()[-1] == f"wrote 4 questions to {out} (SQuAD v2.0 layout)"
+    assert result.stdout.splitlines()[-1] == (
+        f"wrote 4 questions to {out} (the input's squad layout; changed: 3 answers repaired, "
+        "0 questions and 0 answers removed, 0 generated ids added)"
+    )
     again = json.loads(qatune("validate", out, "--json").stdout)
     assert again["ok"] and again["questions"] == 4
     assert again["repaired"] == {"whitespace": 0, "reanchored": 0}
@@ -130,6 +162,85 @@ def test_write_fixed_keeps_what_skip_keeps(tmp_path):
     assert result.returncode == 0 and f"wrote 4 questions to {out}" in result.stdout
     again = json.loads(qatune("validate", out, "--json").stdout)
     assert (again["questions"], again["skipped"], again["duplicate_ids"]) == (4, {"questions": 0, "answers": 0}, 0)
+
+
+def rich_squad() -> dict:
+    """Unknown fields at every level, two untitled articles, an answer to repair, a question without an id."""
+    context = "Paris is the capital of France. Paris hosted the 2024 Olympics."
+    return {
+        "version": "v2.0",
+        "source": "hand-made",
+        "data": [
+            {"url": "https://example.org/1", "paragraphs": [{"context": context, "document_id": "d1", "qas": [
+                {"id": "q1", "question": "Which country?", "difficulty": 2,
+                 "answers": [{"text": " France", "answer_start": 24, "annotator": "a"}]},
+            ]}]},
+            {"paragraphs": [{"context": context, "document_id": "d2", "qas": [
+                {"question": "Which city?", "answers": [{"text": "Paris", "answer_start": 0}], "is_impossible": False},
+            ]}]},
+        ],
+    }
+
+
+def test_write_fixed_changes_only_what_was_repaired_and_generated(tmp_path):
+    source, out = tmp_path / "rich.json", tmp_path / "fixed.json"
+    source.write_text(json.dumps(rich_squad()), encoding="utf-8")
+    result = qatune("validate", source, "--write-fixed", out)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        f"wrote 2 questions to {out} (the input's squad layout; changed: 1 answers repaired, "
+        "0 questions and 0 answers removed, 1 generated ids added)"
+    )
+    examples, _ = read_dataset(source)
+    expected = rich_squad()
+    expected["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]["text"] = "France"
+    expected["data"][1]["paragraphs"][0]["qas"][0]["id"] = examples[1].id
+    assert json.loads(out.read_text(encoding="utf-8")) == expected
+    again, report = read_dataset(out)
+    assert again == examples and report.repairs == [] and report.generated_ids == 0
+
+
+def test_write_fixed_removes_only_what_skip_drops(tmp_path):
+    source, out = broken_copy(tmp_path), tmp_path / "fixed.json"
+    assert qatune("validate", source, "--on-error", "skip", "--write-fixed", out).returncode == 0
+    expected = json.loads(source.read_text(encoding="utf-8"))
+    first, second = expected["data"][0]["paragraphs"][0]["qas"], expected["data"][1]["paragraphs"][0]["qas"]
+    del first[1]["answers"][2]  # "Jaguars" is not in the context
+    del first[0]  # sb1 lost its only answer
+    del second[1]  # a repeat of the id sb1
+    assert json.loads(out.read_text(encoding="utf-8")) == expected
+
+
+def test_write_fixed_keeps_the_paragraphs_layout_and_writes_generated_ids(tmp_path):
+    doc = json.loads((DATA / "data_paragraphs.json").read_text(encoding="utf-8"))
+    doc[0].update(title="Marie Curie", document_id="curie-1")
+    source = tmp_path / "paragraphs.json"
+    source.write_text(json.dumps(doc), encoding="utf-8")
+    outs = [tmp_path / "fixed1.json", tmp_path / "fixed2.json"]
+    for out in outs:  # two runs, two processes: the same generated id
+        assert qatune("validate", source, "--write-fixed", out).returncode == 0
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    doc[0]["qas"][2]["id"] = "a98872ea7e23"  # a sha1 of question and context: the same on any machine
+    assert json.loads(outs[0].read_text(encoding="utf-8")) == doc
+    assert [e.id for e in read_dataset(outs[0])[0]] == ["p1", "p2", "a98872ea7e23"]
+
+
+def test_write_fixed_keeps_json_lines(tmp_path):
+    records = [json.loads(line) for line in (DATA / "data_records.jsonl").read_text(encoding="utf-8").splitlines()]
+    records[0]["answers"]["text"][1] = "Pacific Ocean"  # not in the context: skip drops it
+    records[1]["answers"]["text"][0] = " Peru"  # repaired
+    records[1]["source"] = "hand-made"
+    del records[2]["id"]
+    source, out = tmp_path / "records.jsonl", tmp_path / "fixed.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    assert qatune("validate", source, "--on-error", "skip", "--write-fixed", out).returncode == 0
+    examples, _ = read_dataset(source, on_error="skip")
+    records[0]["answers"] = {"text": ["the Atlantic Ocean"], "answer_start": [62]}
+    records[1]["answers"]["text"][0] = "Peru"
+    records[2]["id"] = examples[2].id
+    assert [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()] == records
+    again, report = read_dataset(out)
+    assert (report.layout, report.repairs, again) == ("records", [], examples)
 
 
 def test_write_fixed_refuses_a_file_with_errors(tmp_path):
@@ -146,7 +257,7 @@ def test_write_fixed_with_json_reports_what_was_written(tmp_path):
     result = qatune("validate", NEEDS_REPAIR, "--json", "--write-fixed", out)
     assert result.returncode == 0
     assert json.loads(result.stdout)["written"]["questions"] == 4
-    assert result.stderr == f"wrote 4 questions to {out} (SQuAD v2.0 layout)\n"
+    assert result.stderr.startswith(f"wrote 4 questions to {out} (the input's squad layout;")
 
 
 def test_write_fixed_never_overwrites_its_input(tmp_path):

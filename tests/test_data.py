@@ -15,6 +15,7 @@ from qatune.data import (
     GoldAnswer,
     load_examples,
     read_dataset,
+    write_fixed,
     write_squad_v2,
 )
 from qatune.errors import DataError, SettingsError
@@ -91,7 +92,7 @@ def test_generated_ids_of_repeated_questions_get_a_suffix(tmp_path):
 def test_records_layout_as_json_lines_and_as_a_json_list(tmp_path):
     examples, report = read_dataset(DATA / "data_records.jsonl")
     assert (report.layout, report.questions, report.answers, report.unanswerable) == ("records", 3, 3, 1)
-    assert report.articles == 1 and report.contexts == 1
+    assert (report.articles, report.titles, report.contexts) == (None, 1, 1)  # no articles in this layout
     assert examples[0].answers == (GoldAnswer("the Atlantic Ocean", 62), GoldAnswer("Atlantic Ocean", 66))
     assert examples[1].place == "line 2" and examples[0].title == "Amazon"
     lines = (DATA / "data_records.jsonl").read_text(encoding="utf-8").splitlines()
@@ -394,6 +395,33 @@ def test_strict_repairs_nothing_and_says_what_repair_would_do():
     )
 
 
+@pytest.mark.parametrize(
+    "text, start, gold, note",
+    [
+        # the start already points at the stripped text
+        (" France", 24, GoldAnswer("France", 24), 'stripped whitespace: " France" at 24 -> "France" at 24'),
+        (" France ", 24, GoldAnswer("France", 24), 'stripped whitespace: " France " at 24 -> "France" at 24'),
+        ("France ", 24, GoldAnswer("France", 24), 'stripped whitespace: "France " at 24 -> "France" at 24'),
+        # the start points into the whitespace before the stripped text (context[31] is " ")
+        ("  Paris", 31, GoldAnswer("Paris", 32), 'stripped whitespace: "  Paris" at 31 -> "Paris" at 32'),
+        # the start plus the leading whitespace of the text points at it
+        ("\tParis", 31, GoldAnswer("Paris", 32), 'stripped whitespace: "\\tParis" at 31 -> "Paris" at 32'),
+        # a start that misses by more than the leading whitespace is a re-anchoring
+        (" Paris", 30, GoldAnswer("Paris", 32),
+         're-anchored: "Paris" moved from 30 to 32 (2 characters), where it occurs in the context'),
+        ("Paris ", 31, GoldAnswer("Paris", 32),
+         're-anchored: "Paris" moved from 31 to 32 (1 characters), where it occurs in the context'),
+    ],
+)
+def test_whitespace_repairs(tmp_path, text, start, gold, note):
+    examples, report = read_dataset(squad_file(tmp_path, [qa(text=text, start=start)]))
+    assert examples[0].answers == (gold,)
+    assert [str(p) for p in report.repairs] == [f"{Q}.answers[0]: {note}"]
+    kind = "whitespace" if note.startswith("stripped") else "reanchored"
+    assert report.repaired == {"whitespace": 0, "reanchored": 0, kind: 1}
+
+
+
 # --- the skip policy ---------------------------------------------------------------------
 
 
@@ -484,6 +512,34 @@ def test_write_squad_v2_groups_by_title_then_context(tmp_path):
     assert layout == [("A", [("x1", ["1", "4"]), ("x2", ["3"])]), ("B", [("y1", ["2"])])]
 
 
+def test_write_fixed_removes_only_what_skip_drops(tmp_path):
+    lyon_and_paris = [{"text": "Lyon", "answer_start": 0}, {"text": "Paris", "answer_start": 0}]
+    doc = {"data": [{"title": "Paris", "note": "\ud800", "paragraphs": [
+        {"context": " ", "qas": [qa(id="q0")]},
+        {"context": CONTEXT, "qas": ["not a question", qa(), qa(id="q2", answers=lyon_and_paris)]},
+    ]}]}
+    path, out = tmp_path / "data.json", tmp_path / "fixed.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")  # the lone surrogate as an escape
+    examples, report, written = write_fixed(path, out, on_error="skip")
+    assert written and (report.skipped_questions, report.skipped_answers) == (2, 2)
+    paragraphs = doc["data"][0]["paragraphs"]
+    del paragraphs[1]["qas"][2]["answers"][0]  # "Lyon" is not in the context
+    del paragraphs[1]["qas"][0]  # not a question
+    del paragraphs[0]  # its context is only whitespace (and its question goes with it)
+    assert json.loads(out.read_text(encoding="utf-8")) == doc
+    again, again_report = read_dataset(out)
+    assert again_report.ok and again_report.skips == [] and strip_place(again) == strip_place(examples)
+
+
+def test_write_fixed_keeps_records_as_a_json_list_and_writes_nothing_when_errors_remain(tmp_path):
+    records = [{"question": "Which country?", "context": CONTEXT, "answers": {"text": ["France"], "answer_start": [24]}}]
+    out = tmp_path / "fixed.json"
+    examples, _, written = write_fixed(write(tmp_path, records), out)
+    assert written and json.loads(out.read_text(encoding="utf-8")) == [{**records[0], "id": examples[0].id}]
+    _, report, written = write_fixed(squad_file(tmp_path, [qa(start=-1)]), tmp_path / "not.json")
+    assert not written and not report.ok and not (tmp_path / "not.json").exists()
+
+
 def test_report_to_dict_and_summary():
     _, report = read_dataset(DATA / "data_needs_repair.json")
     as_dict = report.to_dict()
@@ -498,14 +554,59 @@ def test_report_to_dict_and_summary():
     assert text.endswith("verdict: OK: 4 questions ready to use (0 unanswerable)")
 
 
+def test_repair_line_uses_the_words_of_the_summary(tmp_path):
+    _, report = read_dataset(DATA / "data_needs_repair.json")
+    assert report.repair_line() == (
+        "3 answers repaired: 2 whitespace, 1 re-anchored (largest shift 9 characters); "
+        "skipped: 0 questions, 0 answers"
+    )
+    summary = report.summary().splitlines()
+    assert summary[2:4] == [
+        "  repaired: 2 whitespace, 1 re-anchored (largest shift 9 characters)",
+        "  skipped: 0 questions, 0 answers",
+    ]
+    path = squad_file(tmp_path, [qa(), qa(id="q2", text="Lyon"), qa(id="q3", text="Paris", start=30)])
+    _, skipped = read_dataset(path, on_error="skip")
+    assert skipped.repair_line() == (
+        "1 answers repaired: 0 whitespace, 1 re-anchored (largest shift 2 characters); "
+        "skipped: 1 questions, 1 answers"
+    )
+
+
 # --- the real data files -------------------------------------------------------------------
 
 
 def real(name: str) -> Path:
+    """A file of the shared data folder; skipped in a plain clone, a failure where CI requires it."""
+    import os  # only here: the one test helper that reads the environment
+
     path = SHARED / name
     if not path.exists():
-        pytest.skip(f"{path} is not here (the shared data folder sits beside the repository)")
+        missing = f"{path} is not here (the shared data folder sits beside the repository)"
+        required = os.environ.get("QATUNE_REQUIRE_SHARED_DATA", "")
+        if required not in ("", "0"):
+            pytest.fail(
+                f"{missing} and QATUNE_REQUIRE_SHARED_DATA={required} says these tests must run: "
+                "put a copy of shared/ beside the repository, or unset QATUNE_REQUIRE_SHARED_DATA "
+                "to skip them"
+            )
+        pytest.skip(missing)
     return path
+
+
+def test_missing_shared_data_is_a_skip_in_a_clone_and_a_failure_where_required(monkeypatch):
+    monkeypatch.delenv("QATUNE_REQUIRE_SHARED_DATA", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        real("no-such-file.json")
+    monkeypatch.setenv("QATUNE_REQUIRE_SHARED_DATA", "1")  # as .ci/run sets it
+    with pytest.raises((pytest.skip.Exception, pytest.fail.Exception)) as caught:
+        real("no-such-file.json")
+    assert caught.type is pytest.fail.Exception
+    assert str(caught.value) == (
+        f"{SHARED / 'no-such-file.json'} is not here (the shared data folder sits beside the "
+        "repository) and QATUNE_REQUIRE_SHARED_DATA=1 says these tests must run: put a copy of "
+        "shared/ beside the repository, or unset QATUNE_REQUIRE_SHARED_DATA to skip them"
+    )
 
 
 @pytest.mark.parametrize(

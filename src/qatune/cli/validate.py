@@ -12,8 +12,9 @@
       verdict: OK: 4 questions ready to use (0 unanswerable)
 
 Exit code 0 when every file is usable, 1 when a file has errors under the chosen policy,
-2 when a file cannot be read at all. `--write-fixed OUT` writes the usable (repaired)
-questions of one file in SQuAD v2.0 layout.
+2 when a file cannot be read at all. `--write-fixed OUT` writes one file as it was read (its
+layout, its articles, every field qatune does not know), changed only where an answer was
+repaired, where --on-error skip dropped something, and where an id was generated.
 """
 
 from __future__ import annotations
@@ -23,19 +24,10 @@ import json
 import sys
 from pathlib import Path
 
+from qatune.cli import argtypes
 # qatune.data is plain Python (no torch): cheap to import at the top
-from qatune.data import FORMATS, POLICIES, Example, ValidationReport, read_dataset, write_squad_v2
+from qatune.data import FORMATS, POLICIES, ValidationReport, read_dataset, write_fixed
 from qatune.errors import SettingsError
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, found {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,18 +46,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--write-fixed",
         metavar="OUT",
-        help="write the usable, repaired questions of the (one) input file to OUT as SQuAD v2.0 JSON",
+        help="write the (one) input file to OUT in its own layout, with its repairs, without what "
+        "--on-error skip dropped, and with the ids that were generated",
     )
     parser.add_argument(
-        "--max-problems", type=_count, default=10, metavar="N", help="problems to print per file (default 10)"
+        "--max-problems", type=argtypes.whole_number_from_zero, default=10, metavar="N", help="problems to print per file (default 10)"
     )
 
 
 def run(args: argparse.Namespace) -> int:
     _check_write_fixed(args)
-    results = [read_dataset(path, format=args.format, on_error=args.on_error) for path in args.files]
-    reports = [report for _, report in results]
-    written = _write_fixed(args.write_fixed, *results[0]) if args.write_fixed else None
+    written = None
+    if args.write_fixed:  # reads the (one) file and writes it when it has no errors
+        fixed = write_fixed(args.files[0], args.write_fixed, format=args.format, on_error=args.on_error)
+        _, report, done = fixed
+        reports = [report]
+        written = _written(args.write_fixed, report, done)
+    else:
+        reports = [read_dataset(path, format=args.format, on_error=args.on_error)[1] for path in args.files]
 
     if args.json:
         dicts = [report.to_dict() for report in reports]
@@ -96,14 +94,17 @@ def _check_write_fixed(args: argparse.Namespace) -> None:
         )
 
 
-def _write_fixed(out: str, examples: list[Example], report: ValidationReport) -> dict[str, object]:
-    """Write the usable examples (only when the file has no errors); say what was done."""
-    if not report.ok:
+def _written(out: str, report: ValidationReport, done: bool) -> dict[str, object]:
+    """What --write-fixed did (a file is written only when it has no errors)."""
+    if not done:
         message = (
             f"not written: {out}: {len(report.errors)} errors remain; fix them, "
             "or use --on-error skip to drop what cannot be used"
         )
         return {"path": out, "questions": 0, "message": message}
-    write_squad_v2(examples, out)
-    message = f"wrote {len(examples)} questions to {out} (SQuAD v2.0 layout)"
-    return {"path": out, "questions": len(examples), "message": message}
+    message = (
+        f"wrote {report.kept_questions} questions to {out} (the input's {report.layout} layout; changed: "
+        f"{sum(report.repaired.values())} answers repaired, {report.skipped_questions} questions and "
+        f"{report.skipped_answers} answers removed, {report.generated_ids} generated ids added)"
+    )
+    return {"path": out, "questions": report.kept_questions, "message": message}

@@ -65,13 +65,19 @@ def _repair(text: str, start: int, context: str) -> tuple[str, GoldAnswer] | Non
 
     >>> _repair("Paris ", 4, "The Paris, summit")
     ('whitespace', GoldAnswer(text='Paris', start=4))
+    >>> _repair(" Paris", 4, "The Paris, summit")
+    ('whitespace', GoldAnswer(text='Paris', start=4))
     >>> _repair("Paris", 0, "The Paris summit")
     ('reanchored', GoldAnswer(text='Paris', start=4))
     """
     stripped = text.strip()
-    lead = len(text) - len(text.lstrip())
-    if stripped != text and context[start + lead : start + lead + len(stripped)] == stripped:
-        return "whitespace", GoldAnswer(stripped, start + lead)
+    if stripped != text:
+        lead = len(text) - len(text.lstrip())
+        # the stripped text where the text's leading whitespace puts it (start + lead), or where the
+        # start already points past some or all of that whitespace (start + lead - 1, ..., start)
+        for position in range(start + lead, start - 1, -1):
+            if context.startswith(stripped, position):
+                return "whitespace", GoldAnswer(stripped, position)
     occurrences = []
     position = context.find(stripped)
     while position != -1:

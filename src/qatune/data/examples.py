@@ -37,3 +37,8 @@ class Example:
     is_impossible: bool = False
     title: str | None = None
     place: str = ""  # where in the file it came from, e.g. "data[3].paragraphs[1].qas[0]"
+
+    @property
+    def unanswerable(self) -> bool:
+        """SQuAD 2.0: marked impossible, or without any gold answer."""
+        return self.is_impossible or not self.answers

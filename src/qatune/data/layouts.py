@@ -1,5 +1,6 @@
 """Walking the layouts. Every question, whatever its layout, goes through `_Reader.question`,
-which checks it, repairs its answers or counts what it drops, under the chosen policy."""
+which checks it, repairs its answers or counts what it drops, under the chosen policy, and
+records in `_Reader.edits` what `--write-fixed` changes in the parsed file."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from qatune.data.checking import (
     _start_problem,
     _text_problem,
 )
+from qatune.data.edits import _Edits, _Slot
 from qatune.data.examples import Example, GoldAnswer
 from qatune.data.messages import _MISSING, _at, _describe, _not_an_object, _quote
 from qatune.data.report import Problem, ValidationReport
@@ -29,6 +31,9 @@ class _RawAnswer:
     text: Any
     start: Any
     problem: str | None = None  # the answer is not even an object
+    text_slot: _Slot | None = None  # where a repaired text is written back (None: not an object)
+    start_slot: _Slot | None = None
+    items: tuple[_Slot, ...] = ()  # the list items removed when the answer is dropped
 
 
 class _Reader:
@@ -42,11 +47,11 @@ class _Reader:
         self.id_places: dict[str, str] = {}  # id -> the place of the question that has it
         self.titles: set[str] = set()
         self.contexts: set[str] = set()
+        self.edits = _Edits()
 
     def finish(self) -> tuple[list[Example], ValidationReport]:
         report = self.report
-        if report.layout != "squad":
-            report.articles = len(self.titles)
+        report.titles = len(self.titles)
         report.contexts = len(self.contexts)
         report.kept_questions = len(self.examples)
         report.unanswerable = sum(e.is_impossible for e in self.examples)
@@ -62,9 +67,13 @@ class _Reader:
         """A problem that is an error under every policy (the structure above a question)."""
         self.report.errors.append(Problem(place, message))
 
-    def drop_question(self, problems: list[Problem], answers: int) -> None:
-        """An unusable question: under skip count it (and its answers), otherwise errors."""
+    def drop_question(self, item: _Slot, problems: list[Problem], answers: int) -> None:
+        """An unusable question: under skip count it (and its answers), otherwise errors.
+
+        `item` is where the question sits in its list.
+        """
         if self.skip:
+            self.edits.remove(item)
             self.report.skips.extend(problems)
             self.report.skipped_questions += 1
             self.report.skipped_answers += answers
@@ -88,25 +97,27 @@ class _Reader:
                 self.error(_at(place, "paragraphs"), message)
                 continue
             for j, paragraph in enumerate(paragraphs):
-                self.paragraph(paragraph, f"{place}.paragraphs[{j}]", title)
+                self.paragraph(paragraph, f"{place}.paragraphs[{j}]", (paragraphs, j), title)
 
     def read_paragraphs(self, paragraphs: list[Any]) -> None:
         for i, paragraph in enumerate(paragraphs):
             title = self.title(paragraph, f"[{i}]") if isinstance(paragraph, dict) else None
-            self.paragraph(paragraph, f"[{i}]", title)
+            self.paragraph(paragraph, f"[{i}]", (paragraphs, i), title)
 
-    def read_records(self, records: list[tuple[str, Any]]) -> None:
-        for place, record in records:
+    def read_records(self, records: list[Any], places: list[str]) -> None:
+        for i, (place, record) in enumerate(zip(places, records)):
             if not isinstance(record, dict):
                 self.report.questions += 1
                 keys = '{"id", "question", "context", "answers"}'
-                self.drop_question([Problem(place, _not_an_object("a record", keys, record))], 0)
+                problem = Problem(place, _not_an_object("a record", keys, record))
+                self.drop_question((records, i), [problem], 0)
                 continue
             context = self.context(record.get("context", _MISSING), _at(place, "context"))
             title = self.title(record, place)
-            self.question(place, record, context, title, *self.record_answers(record, place))
+            answers = self.record_answers(record, place)
+            self.question(place, (records, i), record, context, title, *answers)
 
-    def paragraph(self, paragraph: Any, place: str, title: str | None) -> None:
+    def paragraph(self, paragraph: Any, place: str, item: _Slot, title: str | None) -> None:
         if not isinstance(paragraph, dict):
             self.error(place, _not_an_object("a paragraph", '{"context", "qas"}', paragraph))
             return
@@ -119,14 +130,17 @@ class _Reader:
             self.error(_at(place, "qas"), message)
             return
         context = self.context(paragraph.get("context", _MISSING), _at(place, "context"))
+        if context is None and self.skip:
+            self.edits.remove(item)  # its questions are dropped below; a fixed file keeps no bad context
         for k, qa in enumerate(qas):
             qa_place = f"{place}.qas[{k}]"
             if not isinstance(qa, dict):
                 self.report.questions += 1
                 keys = '{"id", "question", "answers"}'
-                self.drop_question([Problem(qa_place, _not_an_object("a question", keys, qa))], 0)
+                problem = Problem(qa_place, _not_an_object("a question", keys, qa))
+                self.drop_question((qas, k), [problem], 0)
                 continue
-            self.question(qa_place, qa, context, title, *self.squad_answers(qa, qa_place))
+            self.question(qa_place, (qas, k), qa, context, title, *self.squad_answers(qa, qa_place))
 
     # -- fields ---------------------------------------------------------------------------
 
@@ -167,12 +181,17 @@ class _Reader:
         answers = []
         for k, answer in enumerate(value):
             answer_place = f"{where}[{k}]"
+            item = (value, k)
             if isinstance(answer, dict):
                 text, start = answer.get("text", _MISSING), answer.get("answer_start", _MISSING)
-                answers.append(_RawAnswer(answer_place, answer_place, text, start))
+                raw = _RawAnswer(
+                    answer_place, answer_place, text, start,
+                    text_slot=(answer, "text"), start_slot=(answer, "answer_start"), items=(item,),
+                )
+                answers.append(raw)
             else:
                 problem = _not_an_object("an answer", '{"text": ..., "answer_start": ...}', answer)
-                answers.append(_RawAnswer(answer_place, answer_place, None, None, problem))
+                answers.append(_RawAnswer(answer_place, answer_place, None, None, problem, items=(item,)))
         return answers, []
 
     def record_answers(self, record: dict[str, Any], place: str) -> tuple[list[_RawAnswer], list[Problem]]:
@@ -202,7 +221,10 @@ class _Reader:
             )
             return [], [Problem(where, message)]
         return [
-            _RawAnswer(f"{where}.text[{k}]", f"{where}.answer_start[{k}]", text, start)
+            _RawAnswer(
+                f"{where}.text[{k}]", f"{where}.answer_start[{k}]", text, start,
+                text_slot=(texts, k), start_slot=(starts, k), items=((texts, k), (starts, k)),
+            )
             for k, (text, start) in enumerate(zip(texts, starts))
         ], []
 
@@ -211,6 +233,7 @@ class _Reader:
     def question(
         self,
         place: str,
+        item: _Slot,
         fields: dict[str, Any],
         context: str | None,
         title: str | None,
@@ -219,8 +242,8 @@ class _Reader:
     ) -> None:
         """Validate one question and its answers; keep it, skip it or record its errors.
 
-        `context` is None when it is unusable (already reported); `problems` are those
-        found in the answers container.
+        `item` is where the question sits in its list; `context` is None when it is
+        unusable (already reported); `problems` are those found in the answers container.
         """
         self.report.questions += 1
         self.report.answers += len(answers)
@@ -233,10 +256,11 @@ class _Reader:
             problems.append(Problem(_at(place, "is_impossible"), problem))
         example_id = self.question_id(place, fields.get("id"), question, context, problems)
         if context is None or problems:
-            self.drop_question(problems, len(answers))
+            self.drop_question(item, problems, len(answers))
             return
         bad: list[Problem] = []
-        kept = [gold for gold in (self.answer(a, context, bad) for a in answers) if gold]
+        golds = [self.answer(a, context, bad) for a in answers]
+        kept = [gold for gold in golds if gold]
         if bad and not self.skip:
             self.report.errors.extend(bad)
             return
@@ -249,7 +273,14 @@ class _Reader:
                 "(it is not turned into an unanswerable question)"
             )
             self.report.skips.append(Problem(place, message))
+            self.edits.remove(item)
             return
+        for raw, gold in zip(answers, golds):
+            if gold is None:
+                self.edits.remove(*raw.items)
+        if fields.get("id") is None:  # written back, so that predictions keyed by id match the file
+            self.report.generated_ids += 1
+            self.edits.set((fields, "id"), example_id)
         example = Example(example_id, question, context, tuple(kept), not kept, title, place)
         self.examples.append(example)
 
@@ -316,12 +347,14 @@ class _Reader:
             )
             bad.append(Problem(raw.place, message))
             return None
-        self.note_repair(raw.place, kind, text, start, gold)
+        self.note_repair(raw, kind, gold)
         return gold
 
-    def note_repair(self, place: str, kind: str, text: str, start: int, gold: GoldAnswer) -> None:
+    def note_repair(self, raw: _RawAnswer, kind: str, gold: GoldAnswer) -> None:
+        """Count and describe a repair, and record it for --write-fixed."""
         report = self.report
         report.repaired[kind] += 1
+        text, start = raw.text, raw.start
         if kind == "whitespace":
             note = f"stripped whitespace: {_quote(text)} at {start} -> {_quote(gold.text)} at {gold.start}"
         else:
@@ -331,4 +364,6 @@ class _Reader:
                 f"re-anchored: {_quote(gold.text)} moved from {start} to {gold.start} "
                 f"({shift} characters), where it occurs in the context"
             )
-        report.repairs.append(Problem(place, note))
+        report.repairs.append(Problem(raw.place, note))
+        self.edits.set(raw.text_slot, gold.text)
+        self.edits.set(raw.start_slot, gold.start)

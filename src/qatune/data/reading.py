@@ -36,19 +36,7 @@ def read_dataset(
     >>> report.layout, len(examples), report.errors
     ('records', 3, [])
     """
-    _check_choice("format", format, FORMATS)
-    _check_choice("on_error", on_error, POLICIES)
-    path = Path(path)
-    value, jsonl = _parse(_read_text(path), path)
-    layout = _detect_layout(value, jsonl, path) if format == "auto" else format
-    items = _top_level_items(value, jsonl, layout, path)
-    reader = _Reader(str(path), layout, on_error)
-    if layout == "squad":
-        reader.read_squad(items)
-    elif layout == "paragraphs":
-        reader.read_paragraphs(items)
-    else:
-        reader.read_records(items)
+    reader, _, _ = _read(path, format, on_error)
     return reader.finish()
 
 
@@ -59,15 +47,7 @@ def load_examples(path: PathLike, *, format: str = "auto", on_error: str = "repa
     ['p1', 'p2', 'a98872ea7e23']
     """
     examples, report = read_dataset(path, format=format, on_error=on_error)
-    if report.errors:
-        first = report.errors[0]
-        message = f"{report.path}: {first}"
-        if len(report.errors) > 1:
-            message += (
-                f" (and {len(report.errors) - 1} more problems; "
-                f"run `qatune validate {report.path}` to see them all)"
-            )
-        raise DataError(message)
+    report.raise_for_errors()
     return examples
 
 
@@ -77,11 +57,35 @@ def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
         raise SettingsError(f"{name} must be one of {names}; found {_describe(value)}")
 
 
+def _read(path: PathLike, format: str, on_error: str) -> tuple[_Reader, Any, bool]:
+    """(the reader after walking the file, the parsed JSON, whether it is JSON Lines).
+
+    For JSON Lines the parsed JSON is the list of records; the reader's edits refer to it.
+    """
+    _check_choice("format", format, FORMATS)
+    _check_choice("on_error", on_error, POLICIES)
+    path = Path(path)
+    value, lines = _parse(read_text_file(path), path)
+    jsonl = lines is not None
+    layout = _detect_layout(value, jsonl, path) if format == "auto" else format
+    items = _top_level_items(value, jsonl, layout, path)
+    reader = _Reader(str(path), layout, on_error)
+    if layout == "squad":
+        reader.read_squad(items)
+    elif layout == "paragraphs":
+        reader.read_paragraphs(items)
+    else:
+        reader.read_records(items, lines or [f"[{i}]" for i in range(len(items))])
+    return reader, value, jsonl
+
+
 # ---------------------------------------------------------------------------------------
 # Whole-file reading: bytes -> text -> JSON -> layout.
 
 
-def _read_text(path: Path) -> str:
+def read_text_file(path: Path) -> str:
+    """A file's text exactly as written (line endings kept, a UTF-8 BOM skipped), so that
+    character offsets index it; DataError naming the file when it cannot be read as UTF-8."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -104,17 +108,17 @@ def _read_text(path: Path) -> str:
         ) from None
 
 
-def _parse(text: str, path: Path) -> tuple[Any, bool]:
-    """Return (parsed JSON, False) or ([(place, record), ...], True) for JSON Lines."""
+def _parse(text: str, path: Path) -> tuple[Any, list[str] | None]:
+    """Return (parsed JSON, None), or for JSON Lines ([record, ...], ["line 1", ...])."""
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        return _parse_jsonl(text, path), True
+        return _parse_jsonl(text, path)
     if not text.strip():
         raise DataError(f"{path}: expected JSON data, found an empty file; add the data")
     try:
-        return json.loads(text), False
+        return json.loads(text), None
     except json.JSONDecodeError as error:
         if error.msg == "Extra data" and _first_line_is_object(text):
-            return _parse_jsonl(text, path), True
+            return _parse_jsonl(text, path)
         raise DataError(
             f"{path}: expected valid JSON, found a syntax error at line {error.lineno}, column "
             f"{error.colno} ({error.msg}); fix the JSON there"
@@ -130,14 +134,16 @@ def _first_line_is_object(text: str) -> bool:
         return False
 
 
-def _parse_jsonl(text: str, path: Path) -> list[tuple[str, Any]]:
-    records = []
+def _parse_jsonl(text: str, path: Path) -> tuple[list[Any], list[str]]:
+    """The records of a JSON Lines file and their places ("line 3")."""
+    records, places = [], []
     # split on "\n" only: JSON strings may hold U+2028 and friends that splitlines() splits on
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            records.append((f"line {number}", json.loads(line)))
+            records.append(json.loads(line))
+            places.append(f"line {number}")
         except json.JSONDecodeError as error:
             raise DataError(
                 f"{path}: line {number}: expected one JSON object per line (JSON Lines), found a "
@@ -148,7 +154,7 @@ def _parse_jsonl(text: str, path: Path) -> list[tuple[str, Any]]:
                 f"{path}: line {number}: expected one JSON object per line (JSON Lines), found "
                 f"JSON that cannot be read ({error})"
             ) from None
-    return records
+    return records, places
 
 
 def _detect_layout(value: Any, jsonl: bool, path: Path) -> str:
@@ -171,10 +177,8 @@ def _detect_layout(value: Any, jsonl: bool, path: Path) -> str:
 def _top_level_items(value: Any, jsonl: bool, layout: str, path: Path) -> Any:
     """Check the outermost shape that `layout` needs; return what its reader walks."""
     if layout == "records":
-        if jsonl:
+        if jsonl or isinstance(value, list):
             return value
-        if isinstance(value, list):
-            return [(f"[{i}]", record) for i, record in enumerate(value)]
         expected = "a JSON list of records, or JSON Lines (one record per line)"
     elif jsonl:
         expected = "one JSON document"

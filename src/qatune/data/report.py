@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from qatune.errors import DataError
+
 
 @dataclass
 class Problem:
@@ -27,11 +29,14 @@ class ValidationReport:
 
     `questions` and `answers` count what was read (valid or not); `unanswerable` counts the
     unanswerable questions kept; `kept_questions` is the number of examples returned.
+    `articles` is the number of articles of a squad-layout file (None in the other layouts,
+    which have none); `titles` counts distinct titles in every layout.
     """
 
     path: str
     layout: str
-    articles: int = 0
+    articles: int | None = None
+    titles: int = 0
     contexts: int = 0
     questions: int = 0
     answers: int = 0
@@ -41,6 +46,7 @@ class ValidationReport:
     skipped_questions: int = 0
     skipped_answers: int = 0
     duplicate_ids: int = 0
+    generated_ids: int = 0  # kept questions that had no id
     errors: list[Problem] = field(default_factory=list)
     on_error: str = "repair"
     kept_questions: int = 0
@@ -51,6 +57,18 @@ class ValidationReport:
     def ok(self) -> bool:
         """True when the file has no errors under the chosen policy."""
         return not self.errors
+
+    def raise_for_errors(self) -> None:
+        """Raise DataError with the first error (and how many more) when the file is unusable."""
+        if not self.errors:
+            return
+        message = f"{self.path}: {self.errors[0]}"
+        if len(self.errors) > 1:
+            message += (
+                f" (and {len(self.errors) - 1} more problems; "
+                f"run `qatune validate {self.path}` to see them all)"
+            )
+        raise DataError(message)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy of the report (what `qatune validate --json` prints)."""
@@ -64,6 +82,7 @@ class ValidationReport:
             "on_error": self.on_error,
             "ok": self.ok,
             "articles": self.articles,
+            "titles": self.titles,
             "contexts": self.contexts,
             "questions": self.questions,
             "answers": self.answers,
@@ -73,6 +92,7 @@ class ValidationReport:
             "max_shift": self.max_shift,
             "skipped": {"questions": self.skipped_questions, "answers": self.skipped_answers},
             "duplicate_ids": self.duplicate_ids,
+            "generated_ids": self.generated_ids,
             "errors": notes(self.errors),
             "repairs": notes(self.repairs),
             "skips": notes(self.skips),
@@ -80,19 +100,41 @@ class ValidationReport:
 
     def summary(self, max_problems: int = 10) -> str:
         """The text `qatune validate` prints: counts, the first problems, a verdict."""
-        repaired = self.repaired
         lines = [
             f"{self.path} ({self.layout} layout, --on-error {self.on_error})",
-            f"  {self.articles} articles, {self.contexts} contexts, {self.questions} questions, "
+            f"  {self._groups()}, {self.contexts} contexts, {self.questions} questions, "
             f"{self.answers} answers, {self.unanswerable} unanswerable",
-            f"  repaired: {repaired['whitespace']} whitespace, {repaired['reanchored']} "
-            f"re-anchored (largest shift {self.max_shift} characters)",
-            f"  skipped: {self.skipped_questions} questions, {self.skipped_answers} answers",
+            f"  repaired: {self._repaired_kinds()}",
+            f"  skipped: {self._skipped_counts()}",
             f"  duplicate ids: {self.duplicate_ids}",
         ]
         lines += self._problem_lines(max_problems)
         lines.append(f"  verdict: {self._verdict()}")
         return "\n".join(lines)
+
+    def repair_line(self) -> str:
+        """One line of what was repaired and skipped, in the words of `summary()`.
+
+        >>> report.repair_line()  # the report of tests/data/data_needs_repair.json
+        '3 answers repaired: 2 whitespace, 1 re-anchored (largest shift 9 characters); skipped: 0 questions, 0 answers'
+        """
+        repaired = sum(self.repaired.values())
+        return f"{repaired} answers repaired: {self._repaired_kinds()}; skipped: {self._skipped_counts()}"
+
+    def _groups(self) -> str:
+        """Articles in the squad layout; the other layouts have none, only (maybe) titles."""
+        if self.articles is not None:
+            return f"{self.articles} articles"
+        return f"{self.titles} titles" if self.titles else "no titles"
+
+    def _repaired_kinds(self) -> str:
+        return (
+            f"{self.repaired['whitespace']} whitespace, {self.repaired['reanchored']} re-anchored "
+            f"(largest shift {self.max_shift} characters)"
+        )
+
+    def _skipped_counts(self) -> str:
+        return f"{self.skipped_questions} questions, {self.skipped_answers} answers"
 
     def _problem_lines(self, limit: int) -> list[str]:
         labelled = (

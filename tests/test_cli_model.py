@@ -47,7 +47,7 @@ def test_evaluate_json_has_the_same_keys_as_score(trained, tmp_path):
     output, summary = trained
     evaluated = qatune("evaluate", output, TINY_QA, "--output", tmp_path, "--json", "--no-bf16")
     metrics = json.loads(evaluated.stdout)
-    assert metrics["f1"] == pytest.approx(summary["dev"]["f1"])
+    assert metrics == summary["dev"]  # the same model and data give the same scores in train and evaluate
     scored = qatune(
         "score", TINY_QA, tmp_path / "predictions.json", "--na-probs", tmp_path / "na_probs.json", "--json"
     )
@@ -104,7 +104,7 @@ def test_bad_window_settings_are_a_clear_error(tmp_path):
 def test_missing_model_directory_is_a_clear_error(tmp_path):
     result = qatune("ask", tmp_path / "no-model", "-q", "Who?", "-c", "Ada wrote it.", check=False)
     assert result.returncode == 2
-    assert "error: could not load the tokenizer" in result.stderr
+    assert result.stderr == f"error: no such model folder: {tmp_path / 'no-model'}; check the path\n"
     assert "Traceback" not in result.stderr
 
 

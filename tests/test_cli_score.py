@@ -190,3 +190,103 @@ def test_a_missing_data_file_is_an_error_not_a_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: {tmp_path / 'nope.json'}")
     assert "Traceback" not in result.stderr
+
+
+def unreadable_json_reason(text: str) -> str:
+    """What Python's json says about JSON it cannot read (its words differ between versions)."""
+    try:
+        json.loads(text)
+    except (RecursionError, ValueError) as error:
+        return str(error)
+    raise AssertionError("this JSON can be read")
+
+
+def test_predictions_nested_too_deeply(tmp_path, data):
+    predictions = tmp_path / "p.json"
+    predictions.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    expect_error(
+        qatune("score", data, predictions),
+        f"{predictions}: expected a JSON object that maps question ids to predicted answer "
+        "texts, found JSON nested too deeply to read; write it as one flat object: "
+        '{"question id": value, ...}',
+    )
+
+
+def test_a_5000_digit_number_in_the_na_probs(tmp_path, data):
+    predictions = write_json(tmp_path / "p.json", {"q1": "Broncos"})
+    text = '{"q1": ' + "1" * 5000 + "}"
+    na_probs = tmp_path / "na.json"
+    na_probs.write_text(text, encoding="utf-8")
+    expect_error(
+        qatune("score", data, predictions, "--na-probs", na_probs),
+        f"{na_probs}: expected a JSON object that maps question ids to no-answer probabilities, "
+        f"found JSON that cannot be read ({unreadable_json_reason(text)}); write each value as "
+        "a short string or number",
+    )
+
+
+def test_a_byte_order_mark_is_accepted_in_predictions_as_in_data(tmp_path, data):
+    predictions = {"q1": "Broncos", "q2": "Santa Clara", "q3": "", "q4": ""}
+    plain = write_json(tmp_path / "plain.json", predictions)
+    with_bom = tmp_path / "bom.json"
+    with_bom.write_text(json.dumps(predictions), encoding="utf-8-sig")
+    result = qatune("score", data, with_bom, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == json.loads(qatune("score", data, plain, "--json").stdout)
+
+
+def test_format_names_the_layout_of_the_data(tmp_path, data):
+    predictions = write_json(tmp_path / "p.json", {"q1": "Broncos"})
+    expect_error(
+        qatune("score", data, predictions, "--format", "paragraphs"),
+        f"{data}: expected a JSON list of paragraphs for the paragraphs layout, found a JSON "
+        'object with keys "version", "data"; check --format (format=...), or leave it out to '
+        "detect the layout",
+    )
+
+
+def test_on_error_strict_refuses_an_answer_that_needs_repair(tmp_path):
+    context = "The Denver Broncos defeated the Carolina Panthers."
+    record = {"id": "q1", "question": "Who won?", "context": context,
+              "answers": {"text": ["Denver Broncos"], "answer_start": [0]}}  # really at 4
+    data = tmp_path / "dev.jsonl"
+    data.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    predictions = write_json(tmp_path / "p.json", {"q1": "Denver Broncos"})
+    assert qatune("score", data, predictions, "--json").returncode == 0  # repaired by default
+    expect_error(
+        qatune("score", data, predictions, "--on-error", "strict"),
+        f'{data}: line 1: answers.text[0]: expected the context at [0:14] to read "Denver '
+        'Broncos", found "The Denver Bro"; fix the answer ("Denver Broncos" occurs at 4), or let '
+        "qatune repair it with --on-error repair",
+    )
+
+
+def test_score_never_imports_torch(tmp_path, data):
+    predictions = write_json(tmp_path / "p.json", {"q1": "Broncos"})
+    script = (
+        "import sys; from qatune.cli import main; "
+        f"code = main(['score', {str(data)!r}, {str(predictions)!r}, '--format', 'squad']); "
+        "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(code)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_on_error_skip_says_how_many_questions_left_the_total(tmp_path):
+    context = "The Denver Broncos won."
+    records = [
+        {"id": "q1", "question": "Who won?", "context": context,
+         "answers": {"text": ["Denver Broncos"], "answer_start": [4]}},
+        {"id": "q2", "question": "Who lost?", "context": context,  # not in the context: skipped
+         "answers": {"text": ["Panthers"], "answer_start": [0]}},
+    ]
+    data = tmp_path / "dev.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    predictions = write_json(tmp_path / "p.json", {"q1": "Denver Broncos"})
+    result = qatune("score", data, predictions, "--on-error", "skip", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"exact_match": 100.0, "f1": 100.0}
+    assert result.stderr == (
+        f"warning: {data}: 1 questions (0 unanswerable); 0 answers repaired: 0 whitespace, "
+        "0 re-anchored (largest shift 0 characters); skipped: 1 questions, 1 answers\n"
+    )

@@ -28,10 +28,13 @@ import qatune.export as export  # noqa: E402
 from qatune import sample  # noqa: E402
 from qatune.data import load_examples  # noqa: E402
 from qatune.errors import ModelError, SettingsError  # noqa: E402
-from qatune.export import export_onnx, load_onnx_model  # noqa: E402
+from qatune.export import ExportCheck, compare_with_float32, export_onnx, load_onnx_model  # noqa: E402
 from qatune.features import make_windows  # noqa: E402
 from qatune.inference import QAModel, decode_examples, window_logits  # noqa: E402
 from qatune.settings import QASettings, read_model_card, write_model_card  # noqa: E402
+from qatune.training import TrainingArguments, train  # noqa: E402
+
+from conftest import TINY_QA  # noqa: E402
 
 FLOAT32_TOLERANCE = 1e-5
 INT8_MIN_CORRELATION = 0.999
@@ -90,6 +93,19 @@ def logits_and_answers(model: QAModel, examples) -> tuple[np.ndarray, list[list[
 
 def torch_model(source: Path) -> QAModel:
     return QAModel.from_pretrained(source, device="cpu", bf16=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bert, tmp_path_factory) -> Path:
+    """The tiny BERT fitted to the 12 tiny questions: answers worth comparing (an untrained one's are noise)."""
+    output = tmp_path_factory.mktemp("trained") / "model"
+    arguments = TrainingArguments(
+        output_dir=str(output), model=str(tiny_bert), epochs=12, batch_size=4, learning_rate=3e-3,
+        warmup_ratio=0.0, bf16=False, save_every=0, seed=7,
+        settings=QASettings(max_seq_length=48, doc_stride=8, max_question_length=12),
+    )
+    train(load_examples(TINY_QA), None, arguments, progress=False)
+    return output
 
 
 @pytest.mark.parametrize("kind", ["bert", "distilbert"])
@@ -210,6 +226,55 @@ def test_an_export_is_not_exported_again(exported, tmp_path):
         export_onnx(folder, tmp_path / "again")
 
 
+@pytest.mark.parametrize(("same_answers", "f1", "warning"), [
+    (97, 79.5, None),  # at both limits: 97% the same, 0.5 F1 points lost
+    (
+        96, 80.0,
+        "on dev.json the export answers 4 of 100 questions differently from float32 (96.0% agree, the limit "
+        "is 97%); keep float32 (export without --quantize), or keep int8 only where its speed is worth this loss",
+    ),
+    (
+        100, 79.4,
+        "on dev.json the export loses 0.6 F1 points (79.4 against 80.0 for float32, the limit is 0.5); keep "
+        "float32 (export without --quantize), or keep int8 only where its speed is worth this loss",
+    ),
+    (
+        90, 70.0,
+        "on dev.json the export answers 10 of 100 questions differently from float32 (90.0% agree, the limit "
+        "is 97%) and loses 10.0 F1 points (70.0 against 80.0 for float32, the limit is 0.5); keep float32 "
+        "(export without --quantize), or keep int8 only where its speed is worth this loss",
+    ),
+], ids=["at-the-limits", "answers-changed", "f1-lost", "both"])
+def test_an_export_that_loses_more_than_the_limits_is_warned_about(same_answers, f1, warning):
+    check = ExportCheck(
+        data="dev.json", questions=100, same_answers=same_answers, agreement=float(same_answers),
+        exact=f1, exact_float32=80.0, f1=f1, f1_float32=80.0,
+    )
+    assert check.warning() == warning
+
+
+def test_a_float32_export_checked_on_dev_data_answers_like_float32(sources, exported, examples, tmp_path):
+    folder = tmp_path / "onnx"
+    shutil.copytree(exported("bert"), folder)
+
+    check = compare_with_float32(sources["bert"], folder, examples, data="dev.json")
+
+    assert (check.data, check.questions, check.same_answers, check.agreement) == ("dev.json", 27, 27, 100.0)
+    assert (check.exact, check.f1) == (check.exact_float32, check.f1_float32)
+    assert check.warning() is None
+    onnx_entry = read_model_card(folder)["onnx"]
+    assert onnx_entry["check"] == check.to_dict() and onnx_entry["quantize"] is None
+
+
+def test_checking_a_folder_that_is_no_export(tiny_bert, examples, tmp_path):
+    with pytest.raises(ModelError) as raised:
+        compare_with_float32(tiny_bert, tmp_path, examples)
+    assert str(raised.value) == (
+        f"{tmp_path}: expected a folder with model.onnx, found none; export the model first "
+        f"with `qatune export MODEL --onnx -o DIR` and pass DIR"
+    )
+
+
 def test_loading_a_missing_or_broken_onnx_file(tmp_path):
     with pytest.raises(ModelError) as raised:
         load_onnx_model(tmp_path)
@@ -276,12 +341,51 @@ def test_cli_exports_a_model_that_answers_with_its_settings(tiny_bert, tmp_path)
     assert card["settings"] == settings.to_dict() and card["metrics"] == {"f1": 51.5}
     assert card["onnx"]["quantize"] is None and card["onnx"]["opset"] >= export.MIN_OPSET
     assert (output / "config.json").read_text() == (source / "config.json").read_text()
+    assert "note:" not in exported_run.stderr  # float32: nothing to check
     assert asked.returncode == 0, asked.stderr
     expected = torch_model(source).ask(question, context)
     assert expected  # the tiny model does answer this question: the comparison means something
     assert [(a["text"], a["start"], a["end"]) for a in json.loads(asked.stdout)] == [
         (a.text, a.start, a.end) for a in expected
     ]
+
+
+def test_cli_int8_export_checked_on_dev_data_says_what_it_costs(trained, tmp_path):
+    output = tmp_path / "onnx"
+
+    completed = qatune("export", trained, "--onnx", "--quantize", "int8", "-o", output, "--dev", TINY_QA)
+
+    assert completed.returncode == 0, completed.stderr
+    wrote, checked = completed.stdout.splitlines()
+    assert wrote.startswith(f"wrote {output / 'model.onnx'} (int8 weights, opset ")
+    check = ExportCheck(**read_model_card(output)["onnx"]["check"])
+    assert checked == (
+        f"checked on {TINY_QA}: {check.same_answers} of 12 answers the same as float32 ({check.agreement:.1f}%); "
+        f"EM {check.exact:.1f} (float32 {check.exact_float32:.1f}), F1 {check.f1:.1f} (float32 {check.f1_float32:.1f})"
+    )
+    dev = load_examples(TINY_QA)
+    float32 = QAModel.from_pretrained(trained, bf16=False).evaluate(dev)
+    int8 = QAModel.from_pretrained(output).evaluate(dev)
+    same = sum(int8.predictions[qid] == answer for qid, answer in float32.predictions.items())
+    assert (check.data, check.questions, check.same_answers, check.agreement) == (
+        str(TINY_QA), 12, same, 100 * same / 12
+    )
+    assert (check.exact, check.f1) == (int8.metrics["exact"], int8.metrics["f1"])
+    assert (check.exact_float32, check.f1_float32) == (float32.metrics["exact"], float32.metrics["f1"])
+    assert check.f1_float32 > 50  # the trained model answers: the comparison means something
+    warnings = [line for line in completed.stderr.splitlines() if line.startswith("warning: ")]
+    assert warnings == ([f"warning: {check.warning()}"] if check.warning() else [])
+    assert "note:" not in completed.stderr
+
+
+def test_cli_int8_export_without_dev_data_says_its_answers_were_not_checked(tiny_distilbert, tmp_path):
+    completed = qatune("export", tiny_distilbert, "--onnx", "--quantize", "int8", "-o", tmp_path / "onnx")
+
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stderr.endswith(
+        "note: the int8 answers were not compared with float32; add --dev DATA to measure how many change\n"
+    )
+    assert "check" not in read_model_card(tmp_path / "onnx")["onnx"]
 
 
 @pytest.mark.parametrize(("arguments", "message"), [
@@ -295,6 +399,10 @@ def test_cli_exports_a_model_that_answers_with_its_settings(tiny_bert, tmp_path)
         ["{tmp}/missing", "--onnx", "-o", "{tmp}/onnx"],
         "error: {tmp}/missing: expected a model folder (config.json, model.safetensors, tokenizer files), "
         "found nothing; pass the folder that `qatune train` wrote",
+    ),
+    (
+        ["MODEL", "--onnx", "-o", "{tmp}/onnx", "--dev", "{tmp}/missing.json"],
+        "error: {tmp}/missing.json: expected a data file, found no such file; check the path",
     ),
 ])
 def test_cli_bad_arguments_exit_2_with_a_message(arguments, message, tiny_bert, tmp_path):

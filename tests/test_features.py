@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from qatune.data import Example, GoldAnswer, load_examples
 from qatune.errors import SettingsError
-from qatune.features import NOT_CONTEXT, cached_windows, label_windows, make_windows
+from qatune.features import NOT_CONTEXT, _save_windows, cached_windows, label_windows, make_windows
 from qatune.modeling import load_tokenizer
 from qatune.settings import QASettings
 
@@ -167,6 +171,126 @@ def test_a_damaged_cache_file_is_rebuilt(tokenizer, tmp_path):
     rebuilt = cached_windows(examples, tokenizer, SMALL, tmp_path)
     assert rebuilt.example_index.tolist() == make_windows(examples, tokenizer, SMALL).example_index.tolist()
     assert cache_file.read_bytes()[:2] == b"PK"  # written again as a real archive
+
+
+def stored_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as stored:
+        return dict(stored)
+
+
+def assert_same_windows(windows, fresh) -> None:
+    assert len(windows) == len(fresh)
+    for name in ("input_ids", "token_type_ids", "offsets", "word_offsets"):
+        assert all(np.array_equal(a, b) for a, b in zip(getattr(windows, name), getattr(fresh, name))), name
+    assert windows.example_index.tolist() == fresh.example_index.tolist()
+    assert windows.truncated_questions == fresh.truncated_questions
+
+
+def without(arrays: dict, name: str) -> dict:
+    return {key: value for key, value in arrays.items() if key != name}
+
+
+# Valid archives whose arrays do not fit together, made from a good cache file's arrays.
+SPOILED_CACHE = {
+    "lengths that do not add up to the tokens": lambda a: a | {"lengths": a["lengths"] + 1},
+    "lengths as one number": lambda a: a | {"lengths": a["lengths"].sum()},
+    "lengths as text": lambda a: a | {"lengths": a["lengths"].astype(str)},
+    "example_index shorter than the windows": lambda a: a | {"example_index": a["example_index"][:-1]},
+    "example_index past the last example": lambda a: a | {"example_index": a["example_index"] + 100},
+    "offsets of another length": lambda a: a | {"offsets": a["offsets"][:-1]},
+    "word_offsets of another shape": lambda a: a | {"word_offsets": a["word_offsets"][:, :1]},
+    "token_type_ids of another length": lambda a: a | {"token_type_ids": a["token_type_ids"][:-2]},
+    "input_ids as floats": lambda a: a | {"input_ids": a["input_ids"].astype(np.float32)},
+    "a missing array": lambda a: without(a, "offsets"),
+}
+
+
+@pytest.mark.parametrize("problem", list(SPOILED_CACHE))
+def test_an_inconsistent_cache_file_is_rebuilt(problem, tokenizer, tmp_path):
+    examples = load_examples(TINY_QA)
+    cached_windows(examples, tokenizer, SMALL, tmp_path)
+    (cache_file,) = tmp_path.glob("windows-*.npz")
+    good = stored_arrays(cache_file)
+    np.savez(cache_file, **SPOILED_CACHE[problem](good))
+
+    rebuilt = cached_windows(examples, tokenizer, SMALL, tmp_path)
+
+    assert_same_windows(rebuilt, make_windows(examples, tokenizer, SMALL))
+    rewritten = stored_arrays(cache_file)
+    assert sorted(rewritten) == sorted(good)
+    assert all(np.array_equal(rewritten[name], good[name]) for name in good)
+    assert all(rewritten[name].dtype == good[name].dtype for name in good)
+
+
+def test_each_cache_writer_uses_its_own_temporary_file(tokenizer, tmp_path, monkeypatch):
+    windows = make_windows(load_examples(TINY_QA), tokenizer, SMALL)
+    path = tmp_path / "windows-key.npz"
+    moved, replace = [], os.replace
+
+    def recording_replace(source, destination):
+        moved.append(Path(source))
+        replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", recording_replace)
+    _save_windows(windows, path)
+    _save_windows(windows, path)
+
+    assert moved[0] != moved[1]
+    assert {source.parent for source in moved} == {tmp_path}  # same folder: the rename is atomic
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_a_failed_cache_write_leaves_no_temporary_file(tokenizer, tmp_path, monkeypatch):
+    windows = make_windows(load_examples(TINY_QA), tokenizer, SMALL)
+
+    def disk_full(file, **arrays):
+        Path(file).write_bytes(b"PK half an archive")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    with pytest.raises(OSError, match="No space left on device"):
+        _save_windows(windows, tmp_path / "windows-key.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+# Each process writes the same cache file many times, all starting when `go` appears.
+CONCURRENT_WRITER = """
+import pickle, sys, time
+from pathlib import Path
+from qatune.features import _save_windows
+
+windows = pickle.loads(Path(sys.argv[1]).read_bytes())
+go = Path(sys.argv[3])
+while not go.exists():
+    time.sleep(0.005)
+for _ in range(40):
+    _save_windows(windows, Path(sys.argv[2]))
+"""
+
+
+def test_processes_writing_the_same_cache_file_at_once_all_succeed(tokenizer, tmp_path):
+    import pickle
+
+    examples = load_examples(TINY_QA)
+    fresh = make_windows(examples, tokenizer, SMALL)
+    (tmp_path / "windows.pickle").write_bytes(pickle.dumps(fresh))
+    cache, go = tmp_path / "cache", tmp_path / "go"
+    path = cache / "windows-key.npz"
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT_WRITER, tmp_path / "windows.pickle", path, go],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(4)
+    ]
+    go.touch()
+    results = [(writer.wait(timeout=120), writer.stderr.read()) for writer in writers]
+
+    assert results == [(0, "")] * 4
+    assert list(cache.iterdir()) == [path]
+    from qatune.features import _load_windows
+
+    assert_same_windows(_load_windows(path, len(examples)), fresh)
 
 
 def test_word_offsets_cover_the_whole_word_of_each_token(tokenizer):

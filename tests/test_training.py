@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from qatune import checkpoints
+from qatune.checkpoints import PYTHON_OPTIONS
 from qatune.data import load_examples
 from qatune.errors import SettingsError
+from qatune.files import current_umask
 from qatune.inference import QAModel
 from qatune.settings import QASettings
 from qatune.training import TrainingArguments, auto_epochs, length_grouped_batches, train
@@ -98,7 +102,8 @@ def test_metrics_log_has_every_step_and_every_evaluation(overfitted):
     records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if r["type"] == "step"]
     evaluations = [r for r in records if r["type"] == "eval"]
-    assert [r["epoch"] for r in evaluations] == list(range(1, 101))
+    # 100 epochs: a dev evaluation every 5 epochs, so at most MAX_EVALUATIONS (20), the last included
+    assert [r["epoch"] for r in evaluations] == list(range(5, 101, 5))
     steps_per_epoch = -(-result.counts["train_items"] // 2)  # batches of 2
     assert steps[-1]["step"] == len(steps) == 100 * steps_per_epoch
     assert steps[-1]["loss"] < steps[0]["loss"]
@@ -121,11 +126,13 @@ def test_an_interrupted_run_resumed_ends_with_the_same_weights(tiny_distilbert, 
 
     monkeypatch.setattr(checkpoints, "save", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_examples, tiny_examples, tiny_arguments(tiny_distilbert, interrupted), progress=False)
+        train(tiny_examples, tiny_examples, tiny_arguments(tiny_distilbert, interrupted, save_every=1), progress=False)
     monkeypatch.setattr(checkpoints, "save", real_save)
     assert (interrupted / "checkpoints" / "latest").read_text() == "epoch-0001"
 
-    resumed = train(tiny_examples, tiny_examples, tiny_arguments(tiny_distilbert, interrupted, resume=True), progress=False)
+    resumed = train(
+        tiny_examples, tiny_examples, tiny_arguments(tiny_distilbert, interrupted, resume=True, save_every=1), progress=False
+    )
     assert resumed.epochs_run == 3
     expected, actual = weights(uninterrupted), weights(interrupted)
     assert expected.keys() == actual.keys()
@@ -133,6 +140,42 @@ def test_an_interrupted_run_resumed_ends_with_the_same_weights(tiny_distilbert, 
         assert torch.equal(expected[name], actual[name]), name
     log = [json.loads(line) for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log if r["type"] == "eval"] == [1, 2, 3]
+
+
+def test_a_resumed_run_keeps_a_best_epoch_older_than_its_checkpoint(tiny_bert, tiny_examples, tmp_path, monkeypatch):
+    # So small a learning rate moves the weights but not the answers: no later epoch scores
+    # better than the first, so the best epoch is older than every later checkpoint.
+    arguments = dict(epochs=5, learning_rate=1e-7, eval_every=1, save_every=1)
+    whole = tmp_path / "whole"
+    uninterrupted = train(
+        tiny_examples, tiny_examples, tiny_arguments(tiny_bert, whole, keep_checkpoints=True, **arguments), progress=False
+    )
+    assert uninterrupted.best_epoch == 1
+    last_epoch = load_file(str(whole / "checkpoints" / "epoch-0005" / "model.safetensors"))
+    assert any(not torch.equal(last_epoch[name], tensor) for name, tensor in weights(whole).items())
+
+    real_save = checkpoints.save
+
+    def save_then_crash_after_epoch_4(output_dir, model, optimizer, schedule, state, *rest):
+        real_save(output_dir, model, optimizer, schedule, state, *rest)
+        if state.epoch == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints, "save", save_then_crash_after_epoch_4)
+    interrupted = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_examples, tiny_examples, tiny_arguments(tiny_bert, interrupted, **arguments), progress=False)
+    monkeypatch.setattr(checkpoints, "save", real_save)
+    assert (interrupted / "checkpoints" / "epoch-0004" / "best.safetensors").is_file()
+
+    resumed = train(
+        tiny_examples, tiny_examples, tiny_arguments(tiny_bert, interrupted, resume=True, **arguments), progress=False
+    )
+    assert (resumed.best_epoch, resumed.dev_metrics) == (1, uninterrupted.dev_metrics)
+    assert resumed.settings.null_threshold == uninterrupted.settings.null_threshold
+    expected, actual = weights(whole), weights(interrupted)
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
 
 
 def test_a_crash_while_writing_a_checkpoint_keeps_the_last_good_one(tiny_bert, tiny_examples, tmp_path, monkeypatch):
@@ -148,7 +191,7 @@ def test_a_crash_while_writing_a_checkpoint_keeps_the_last_good_one(tiny_bert, t
 
     monkeypatch.setattr(checkpoints, "_save_weights", fail_on_the_second_checkpoint)
     with pytest.raises(OSError):
-        train(tiny_examples, None, tiny_arguments(tiny_bert, output), progress=False)
+        train(tiny_examples, None, tiny_arguments(tiny_bert, output, save_every=1), progress=False)
     monkeypatch.setattr(checkpoints, "_save_weights", real_weights)
     assert (output / "checkpoints" / "latest").read_text() == "epoch-0001"
     assert (output / "checkpoints" / "epoch-0001" / "model.safetensors").is_file()
@@ -159,32 +202,205 @@ def test_a_crash_while_writing_a_checkpoint_keeps_the_last_good_one(tiny_bert, t
 def test_patience_stops_early(tiny_bert, tiny_examples, tmp_path):
     arguments = tiny_arguments(tiny_bert, tmp_path / "run", epochs=30, learning_rate=1e-9, patience=2, save_every=0)
     result = train(tiny_examples, tiny_examples, arguments, progress=False)
-    assert result.epochs_run == 3  # epoch 1 is the best; 2 and 3 bring nothing
-    assert result.best_epoch == 1
+    # 30 epochs: evaluated every 2; patience counts evaluations: 2 is the best, 4 and 6 bring nothing
+    assert result.epochs_run == 6
+    assert result.best_epoch == 2
 
 
 def test_a_new_run_refuses_to_mix_with_an_earlier_one(tiny_bert, tiny_examples, tmp_path):
     output = tmp_path / "run"
-    train(tiny_examples, None, tiny_arguments(tiny_bert, output, epochs=1), progress=False)
+    train(tiny_examples, None, tiny_arguments(tiny_bert, output, epochs=1, keep_checkpoints=True), progress=False)
     with pytest.raises(SettingsError) as error:
         train(tiny_examples, None, tiny_arguments(tiny_bert, output, epochs=1), progress=False)
     assert str(error.value) == (
-        f"{output} holds an earlier training run (checkpoints, metrics.jsonl): pass --resume to continue "
-        f"it, --overwrite to start over there, or choose another --output"
+        f"{output} holds an earlier training run (checkpoints, metrics.jsonl): pass "
+        f"TrainingArguments(resume=True) to continue it, TrainingArguments(overwrite=True) to start over "
+        f"there, or choose another output_dir"
     )
     train(tiny_examples, None, tiny_arguments(tiny_bert, output, epochs=1, overwrite=True), progress=False)
 
 
-def test_resume_with_other_settings_is_refused(tiny_bert, tiny_examples, tmp_path):
+def test_a_finished_run_removes_its_checkpoints_unless_asked_to_keep_them(tiny_bert, tiny_examples, tmp_path):
+    train(tiny_examples, None, tiny_arguments(tiny_bert, tmp_path / "plain", epochs=2, save_every=1), progress=False)
+    assert not (tmp_path / "plain" / "checkpoints").exists()
+    assert (tmp_path / "plain" / "model.safetensors").is_file()
+    train(tiny_examples, None, tiny_arguments(tiny_bert, tmp_path / "kept", epochs=2, keep_checkpoints=True), progress=False)
+    assert (tmp_path / "kept" / "checkpoints" / "latest").read_text() == "epoch-0002"
+
+
+def test_a_run_without_a_checkpoint_has_one_way_out(tiny_bert, tiny_examples, tmp_path):
+    output = tmp_path / "run"
+    train(tiny_examples, None, tiny_arguments(tiny_bert, output, epochs=1), progress=False)  # checkpoints removed
+    expected = (
+        f"{output} holds an earlier training run that left no checkpoint to resume from"
+    )
+    with pytest.raises(SettingsError) as plain:
+        train(tiny_examples, None, tiny_arguments(tiny_bert, output, epochs=1), progress=False)
+    assert str(plain.value) == (
+        f"{expected}: pass TrainingArguments(overwrite=True) to start over there, or choose another output_dir"
+    )
+    with pytest.raises(SettingsError) as resumed:
+        train(tiny_examples, None, tiny_arguments(tiny_bert, output, epochs=1, resume=True), progress=False)
+    assert str(resumed.value) == (
+        f"{expected} (it stopped before its first checkpoint, or it finished and removed its checkpoints: "
+        f"TrainingArguments(keep_checkpoints=True) keeps them); pass TrainingArguments(overwrite=True) to "
+        f"start over there, or choose another output_dir"
+    )
+
+
+def test_refusals_come_before_the_model_is_loaded(tiny_bert, tiny_examples, tmp_path):
     output = tmp_path / "run"
     train(tiny_examples, None, tiny_arguments(tiny_bert, output, epochs=1), progress=False)
+    # The model named does not exist: the folder's refusal must come first, with no loading.
+    with pytest.raises(SettingsError, match="holds an earlier training run"):
+        train(tiny_examples, None, tiny_arguments(tmp_path / "no-such-model", output, epochs=1), progress=False)
+
+
+def test_an_output_that_is_a_file_is_refused(tiny_bert, tiny_examples, tmp_path):
+    output = tmp_path / "taken"
+    output.write_text("not a folder")
+    with pytest.raises(SettingsError) as error:
+        train(tiny_examples, None, tiny_arguments(tiny_bert, output), progress=False)
+    assert str(error.value) == f"{output}: expected a folder for the model, found a file; choose another output_dir"
+
+
+def test_resume_with_other_settings_is_refused(tiny_bert, tiny_examples, tmp_path):
+    output = tmp_path / "run"
+    train(tiny_examples, None, tiny_arguments(tiny_bert, output, epochs=1, keep_checkpoints=True), progress=False)
     with pytest.raises(SettingsError, match=r"learning_rate: was 0.003, now 0.001"):
         train(tiny_examples, None, tiny_arguments(tiny_bert, output, epochs=1, learning_rate=1e-3, resume=True), progress=False)
 
 
 def test_resume_without_a_checkpoint_is_refused(tiny_bert, tiny_examples, tmp_path):
-    with pytest.raises(SettingsError, match=r"has no checkpoint to resume from"):
-        train(tiny_examples, None, tiny_arguments(tiny_bert, tmp_path / "none", resume=True), progress=False)
+    output = tmp_path / "none"
+    with pytest.raises(SettingsError) as error:
+        train(tiny_examples, None, tiny_arguments(tiny_bert, output, resume=True), progress=False)
+    assert str(error.value) == (
+        f"{output} has no checkpoint to resume from (expected {output}/checkpoints/latest); train without "
+        f"TrainingArguments(resume=True), or check output_dir"
+    )
+
+
+def test_resume_can_add_epochs_but_not_remove_trained_ones(tiny_bert, tiny_examples, tmp_path):
+    output = tmp_path / "run"
+    train(tiny_examples, None, tiny_arguments(tiny_bert, output, epochs=2, keep_checkpoints=True), progress=False)
+    with pytest.raises(SettingsError) as error:
+        train(tiny_examples, None, tiny_arguments(tiny_bert, output, epochs=1, resume=True), progress=False)
+    assert str(error.value) == (
+        f"TrainingArguments(resume=True): the run in {output} was planned for 2 epochs (2 trained), but epochs "
+        f"is 1; ask for at least 2 epochs to continue it"
+    )
+    lines = []
+    result = train(
+        tiny_examples, None, tiny_arguments(tiny_bert, output, epochs=3, resume=True), progress=False, log=lines.append
+    )
+    assert result.epochs_run == 3
+    assert "resumed from the checkpoint after epoch 2; training to epoch 3" in lines
+    records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r["epoch"] for r in records if r["type"] == "step"]
+    assert sorted(set(epochs)) == [1, 2, 3] and epochs == sorted(epochs)
+    assert records[-1]["lr"] < records[-2]["lr"]  # the longer schedule decays to its new last step
+
+
+def test_a_moved_run_folder_resumes_and_paths_compare_resolved(tiny_bert, tiny_examples, tmp_path, monkeypatch):
+    first = tmp_path / "first"
+    train(tiny_examples, None, tiny_arguments(tiny_bert, first, epochs=1, keep_checkpoints=True), progress=False)
+    moved = tmp_path / "moved"
+    first.rename(moved)
+    monkeypatch.chdir(tmp_path)
+    model_relative = tiny_bert.relative_to(tmp_path) if tiny_bert.is_relative_to(tmp_path) else tiny_bert
+    result = train(
+        tiny_examples, None, tiny_arguments(model_relative, "moved/", epochs=2, resume=True), progress=False
+    )
+    assert result.epochs_run == 2
+
+
+def test_a_damaged_checkpoint_is_an_error_with_the_way_out(tiny_bert, tiny_examples, tmp_path):
+    output = tmp_path / "run"
+    train(tiny_examples, None, tiny_arguments(tiny_bert, output, epochs=1, keep_checkpoints=True), progress=False)
+    checkpoint = output / "checkpoints" / "epoch-0001"
+    weights_file = checkpoint / "model.safetensors"
+    weights_file.write_bytes(weights_file.read_bytes()[: weights_file.stat().st_size // 2])
+    with pytest.raises(SettingsError) as error:
+        train(tiny_examples, None, tiny_arguments(tiny_bert, output, epochs=2, resume=True), progress=False)
+    message = str(error.value)
+    assert message.startswith(f"{checkpoint}: the checkpoint cannot be read (")
+    assert message.endswith(
+        "); it is damaged or incomplete, so the run cannot be resumed: pass TrainingArguments(overwrite=True) to start over"
+    )
+
+
+def test_resume_drops_a_torn_last_line_of_the_metrics_log(tiny_bert, tiny_examples, tmp_path):
+    output = tmp_path / "run"
+    train(tiny_examples, None, tiny_arguments(tiny_bert, output, epochs=1, keep_checkpoints=True), progress=False)
+    log_file = output / "metrics.jsonl"
+    log_file.write_text(log_file.read_text() + '{"type": "step", "ep')  # killed mid-write
+    lines = []
+    train(tiny_examples, None, tiny_arguments(tiny_bert, output, epochs=2, resume=True), progress=False, log=lines.append)
+    assert f"{log_file}: dropped 1 unreadable line (cut short when the run was stopped)" in lines
+    records = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert {r["epoch"] for r in records} == {1, 2}
+
+
+def test_dev_scores_during_training_equal_those_of_the_saved_model(tiny_bert, tiny_examples, tmp_path):
+    for bf16 in (False, None):  # None: bf16 where this CPU has it, with close calls re-checked
+        output = tmp_path / f"bf16-{bf16}"
+        arguments = tiny_arguments(tiny_bert, output, epochs=6, batch_size=2, learning_rate=1e-3, bf16=bf16)
+        result = train(tiny_examples, tiny_examples, arguments, progress=False)
+        evaluation = QAModel.from_pretrained(output, bf16=bf16).evaluate(tiny_examples)
+        assert evaluation.metrics == result.dev_metrics
+        assert evaluation.null_threshold == result.settings.null_threshold
+
+
+def test_answer_length_is_chosen_from_the_training_answers(tiny_bert, tiny_examples, tmp_path):
+    lines = []
+    chosen = train(tiny_examples, None, tiny_arguments(tiny_bert, tmp_path / "auto", epochs=1), progress=False, log=lines.append)
+    assert chosen.settings.max_answer_length == 30  # the tiny answers are short: the floor
+    assert json.loads((tmp_path / "auto" / "qatune.json").read_text())["settings"]["max_answer_length"] == 30
+    assert any(line.startswith("max_answer_length: 30 tokens (chosen from the training answers") for line in lines)
+    assert chosen.counts["answers_longer_than_max_answer_length"] == 0
+
+    short = tiny_arguments(tiny_bert, tmp_path / "short", epochs=1, settings=dataclasses.replace(WINDOWS, max_answer_length=1))
+    lines = []
+    result = train(tiny_examples, None, short, progress=False, log=lines.append)
+    longer = result.counts["answers_longer_than_max_answer_length"]
+    assert longer > 0
+    assert (
+        f"{longer} training answers are longer than max_answer_length (1 tokens): the model cannot give them; "
+        f"raise QASettings(max_answer_length=N) to let it"
+    ) in lines
+
+
+def test_chosen_answer_length_follows_long_answers():
+    from qatune.features import TrainingItems
+    from qatune.training import _with_answer_length
+
+    lengths = np.arange(1, 101)  # answers of 1 to 100 tokens
+    items = TrainingItems(window=np.zeros(100, dtype=np.int64), start=np.full(100, 5), end=4 + lengths,
+                          answer_lengths=lengths)
+    settings, too_long = _with_answer_length(QASettings(max_seq_length=384), items, lambda line: None, PYTHON_OPTIONS)
+    assert settings.max_answer_length == 119  # 1.2 x the 99th percentile (99.01 tokens)
+    assert too_long == 0
+
+
+def test_unanswerable_training_data_without_unanswerable_dev_data_warns(tiny_bert, tiny_examples, tmp_path):
+    answerable = [example for example in tiny_examples if example.answers]
+    lines = []
+    train(tiny_examples, answerable, tiny_arguments(tiny_bert, tmp_path / "run", epochs=1), progress=False, log=lines.append)
+    unanswerable = sum(not example.answers for example in tiny_examples)
+    assert lines[-1] == (
+        f"warning: {unanswerable} training questions are unanswerable, but the dev data has no unanswerable "
+        f"question to tune the no-answer threshold on, so it stays at 1.0 and the model always answers. Give "
+        f"dev_examples with unanswerable questions (for example, move a tenth of the training file's questions, "
+        f"unanswerable ones included, into a dev file) and train again"
+    )
+
+
+def test_model_files_are_readable_by_others(tiny_bert, tiny_examples, tmp_path):
+    output = tmp_path / "run"
+    train(tiny_examples, None, tiny_arguments(tiny_bert, output, epochs=1), progress=False)
+    for name in ("model.safetensors", "config.json", "qatune.json"):
+        assert (output / name).stat().st_mode & 0o777 == 0o666 & ~current_umask(), name
 
 
 @pytest.mark.parametrize(
@@ -193,7 +409,8 @@ def test_resume_without_a_checkpoint_is_refused(tiny_bert, tiny_examples, tmp_pa
         ("batch_size", 0, "batch_size must be a whole number of at least 1, got 0"),
         ("epochs", 2.5, "epochs must be a whole number of at least 1, got 2.5"),
         ("learning_rate", 3.0, "learning_rate must be between 0 and 1 (e.g. 2e-4), got 3.0"),
-        ("save_every", -1, "save_every must be 0 (never) or a whole number of epochs, got -1"),
+        ("save_every", -1, "save_every must be None (every 10 minutes of training), 0 (never) or a whole number of epochs, got -1"),
+        ("eval_every", 0, "eval_every must be a whole number of at least 1, got 0"),
         ("warmup_ratio", 1.0, "warmup_ratio must be in [0, 1), got 1.0"),
         ("hidden_dropout", 1.5, "hidden_dropout must be in [0, 1), or None for the model's own, got 1.5"),
     ],
@@ -202,6 +419,15 @@ def test_bad_arguments_name_the_field(field, value, message):
     with pytest.raises(SettingsError) as error:
         TrainingArguments(**{field: value})
     assert str(error.value) == message
+
+
+def test_resume_and_overwrite_exclude_each_other():
+    with pytest.raises(SettingsError) as error:
+        TrainingArguments(resume=True, overwrite=True)
+    assert str(error.value) == (
+        "resume and overwrite exclude each other: resume continues the run in output_dir, overwrite starts a "
+        "new one there; choose one"
+    )
 
 
 def test_length_grouped_batches_cover_every_item_once_and_depend_only_on_the_seed():

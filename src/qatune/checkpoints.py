@@ -1,31 +1,74 @@
 """Checkpoints of a training run, written atomically, and the state a resumed run continues from.
 
-    OUTPUT/checkpoints/epoch-0003/   model.safetensors, trainer_state.pt, state.json, training_args.json
+    OUTPUT/checkpoints/epoch-0003/   model.safetensors, trainer_state.pt, state.json,
+                                     training_args.json, and best.safetensors when the best
+                                     epoch by dev F1 is an earlier one
     OUTPUT/checkpoints/latest        the name of the newest complete checkpoint (older ones are removed)
-    OUTPUT/checkpoints/best/         model.safetensors of the best epoch by dev F1
 
 A checkpoint is written into a temporary folder and renamed into place, and `latest` is
-replaced only after that: a crash while writing never spoils the last good checkpoint.
+replaced only after that: a crash while writing never spoils the last good checkpoint, and a
+checkpoint holds everything a resume needs (the best weights included). A run that finishes
+removes its checkpoints unless asked to keep them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
-from qatune.errors import SettingsError
+from qatune.errors import SettingsError, first_line
+from qatune.files import with_default_permissions
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
-BEST = "best"
-# Arguments that may differ between a run and its resumption.
-RESUMABLE_CHANGES = {"resume", "overwrite", "cache_dir"}
+METRICS_LOG = "metrics.jsonl"
+BEST_WEIGHTS = "best.safetensors"
+# Arguments that may differ between a run and its resumption: where files go, how often it
+# checkpoints and evaluates, when it gives up (epochs may grow: see `_check_resumable`).
+RESUMABLE_CHANGES = {
+    "resume", "overwrite", "cache_dir", "output_dir", "save_every", "keep_checkpoints", "eval_every", "patience",
+}
+
+
+@dataclass(frozen=True)
+class OptionNames:
+    """How messages name what a user can change: command-line flags or TrainingArguments fields."""
+
+    resume: str
+    overwrite: str
+    output: str
+    epochs: str
+    keep_checkpoints: str
+    max_answer_length: str
+    dev: str
+
+
+PYTHON_OPTIONS = OptionNames(
+    resume="TrainingArguments(resume=True)",
+    overwrite="TrainingArguments(overwrite=True)",
+    output="output_dir",
+    epochs="epochs",
+    keep_checkpoints="TrainingArguments(keep_checkpoints=True)",
+    max_answer_length="QASettings(max_answer_length=N)",
+    dev="dev_examples",
+)
+CLI_OPTIONS = OptionNames(
+    resume="--resume",
+    overwrite="--overwrite",
+    output="--output",
+    epochs="--epochs",
+    keep_checkpoints="--keep-checkpoints",
+    max_answer_length="--max-answer-length",
+    dev="--dev data",
+)
 
 
 @dataclass
@@ -43,37 +86,125 @@ class TrainingState:
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
 
-    def record_evaluation(self, epoch: int, metrics: dict[str, float], null_threshold: float, patience: int | None) -> None:
-        """Keep the best epoch by dev F1; stop after `patience` epochs without improvement."""
+    def record_evaluation(self, epoch: int, metrics: dict[str, float], null_threshold: float, patience: int | None) -> bool:
+        """Keep the best epoch by dev F1; stop after `patience` evaluations without improvement.
+        Returns whether this epoch is the new best."""
         self.history.append({"epoch": epoch, **metrics})
         if metrics["f1"] > self.best_f1:
             self.best_epoch, self.best_f1, self.best_metrics = epoch, metrics["f1"], dict(metrics)
             self.null_threshold = null_threshold
             self.epochs_without_improvement = 0
-        else:
-            self.epochs_without_improvement += 1
-            self.stopped_early = patience is not None and self.epochs_without_improvement >= patience
+            return True
+        self.epochs_without_improvement += 1
+        self.stopped_early = patience is not None and self.epochs_without_improvement >= patience
+        return False
+
+
+# --- before anything is loaded --------------------------------------------------------------
+
+
+def check_output_dir(
+    output_dir: Path,
+    *,
+    resume: bool,
+    overwrite: bool,
+    options: OptionNames,
+    arguments: dict[str, Any] | None = None,
+) -> None:
+    """Refuse at once what cannot work, before the model is loaded and the data tokenized.
+
+    A folder holds an earlier run when it has checkpoints or a metrics log. Each refusal
+    names the one way out that works for that folder. With `arguments` (the new run's), a
+    resume with other settings is refused here too, as far as they are known before the data
+    is read (the number of epochs and an automatic max_answer_length are checked later).
+    """
+    if output_dir.exists() and not output_dir.is_dir():
+        raise SettingsError(
+            f"{output_dir}: expected a folder for the model, found a file; choose another {options.output}"
+        )
+    earlier_run = (output_dir / CHECKPOINTS).exists() or (output_dir / METRICS_LOG).exists()
+    resumable = latest_checkpoint(output_dir) is not None
+    if resume and not resumable:
+        if earlier_run:
+            raise SettingsError(
+                f"{output_dir} holds an earlier training run that left no checkpoint to resume from "
+                f"(it stopped before its first checkpoint, or it finished and removed its checkpoints: "
+                f"{options.keep_checkpoints} keeps them); pass {options.overwrite} to start over there, "
+                f"or choose another {options.output}"
+            )
+        raise SettingsError(
+            f"{output_dir} has no checkpoint to resume from (expected {output_dir / CHECKPOINTS / LATEST}); "
+            f"train without {options.resume}, or check {options.output}"
+        )
+    if resume and arguments is not None:
+        checkpoint = latest_checkpoint(output_dir)
+        with _damaged_checkpoint_is_an_error(checkpoint, options):
+            saved = json.loads((checkpoint / "training_args.json").read_text(encoding="utf-8"))
+        current = dict(arguments)
+        if current.get("settings", {}).get("max_answer_length", 0) is None:  # chosen from the data, later
+            current["settings"] = {**current["settings"], "max_answer_length": saved.get("settings", {}).get("max_answer_length")}
+        _refuse_changed_settings(output_dir, saved, current | {"epochs": saved.get("epochs")}, options)
+    if not resume and earlier_run and not overwrite:
+        if resumable:
+            raise SettingsError(
+                f"{output_dir} holds an earlier training run (checkpoints, {METRICS_LOG}): pass {options.resume} "
+                f"to continue it, {options.overwrite} to start over there, or choose another {options.output}"
+            )
+        raise SettingsError(
+            f"{output_dir} holds an earlier training run that left no checkpoint to resume from: pass "
+            f"{options.overwrite} to start over there, or choose another {options.output}"
+        )
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint, or None.
+
+    A checkpoint folder is renamed into place whole, so every `epoch-NNNN` folder is complete;
+    the newest one is used even when a kill came before `latest` was written to name it.
+    """
+    folders = sorted((output_dir / CHECKPOINTS).glob("epoch-[0-9][0-9][0-9][0-9]"))
+    complete = [folder for folder in folders if (folder / "state.json").is_file()]
+    return complete[-1] if complete else None
+
+
+def model_identity(model: str | None) -> str | None:
+    """A model as a resumed run compares it: a local folder by its resolved path (`m`, `./m`
+    and `/abs/m` are one model, wherever the run is resumed from), a hub id as it is."""
+    if model is None:
+        return None
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
 
 
 def start_fresh(output_dir: Path, overwrite: bool) -> None:
-    """Refuse to mix a new run with an earlier one's checkpoints, unless asked to replace them."""
-    folder = output_dir / CHECKPOINTS
-    if folder.exists() or (output_dir / "metrics.jsonl").exists():
-        if not overwrite:
-            raise SettingsError(
-                f"{output_dir} holds an earlier training run (checkpoints, metrics.jsonl): pass --resume "
-                f"to continue it, --overwrite to start over there, or choose another --output"
-            )
-        shutil.rmtree(folder, ignore_errors=True)
-        (output_dir / "metrics.jsonl").unlink(missing_ok=True)
+    """Clear an earlier run's checkpoints and log (`check_output_dir` has allowed it)."""
+    if overwrite:
+        shutil.rmtree(output_dir / CHECKPOINTS, ignore_errors=True)
+        (output_dir / METRICS_LOG).unlink(missing_ok=True)
     output_dir.mkdir(parents=True, exist_ok=True)
 
 
-def save(output_dir: Path, model, optimizer, schedule, state: TrainingState, arguments: dict[str, Any]) -> Path:
+# --- writing and reading checkpoints ----------------------------------------------------------
+
+
+def save(
+    output_dir: Path,
+    model,
+    optimizer,
+    schedule,
+    state: TrainingState,
+    arguments: dict[str, Any],
+    best_weights: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write a checkpoint after `state.epoch`; `best_weights` when the best epoch is an earlier one."""
     folder = output_dir / CHECKPOINTS
     final = folder / f"epoch-{state.epoch:04d}"
     temporary = _fresh_temporary(final)
     _save_weights(model, temporary)
+    if best_weights is not None and state.best_epoch != state.epoch:
+        from safetensors.torch import save_file
+
+        save_file(best_weights, str(temporary / BEST_WEIGHTS))
     torch.save(
         {
             "optimizer": optimizer.state_dict(),
@@ -85,6 +216,7 @@ def save(output_dir: Path, model, optimizer, schedule, state: TrainingState, arg
     )
     _write_json(temporary / "state.json", asdict(state))
     _write_json(temporary / "training_args.json", arguments)
+    with_default_permissions(*temporary.iterdir())
     shutil.rmtree(final, ignore_errors=True)
     os.replace(temporary, final)
     _write_atomically(folder / LATEST, final.name)
@@ -95,52 +227,109 @@ def save(output_dir: Path, model, optimizer, schedule, state: TrainingState, arg
     return final
 
 
-def load_latest(output_dir: Path, arguments: dict[str, Any], model, optimizer, schedule) -> TrainingState:
-    """Restore weights, optimizer, schedule and random state of the newest checkpoint."""
-    folder = output_dir / CHECKPOINTS
-    pointer = folder / LATEST
-    if not pointer.is_file():
-        raise SettingsError(
-            f"--resume: {output_dir} has no checkpoint to resume from (expected {pointer}); "
-            f"train without --resume, or check --output"
-        )
-    checkpoint = folder / pointer.read_text(encoding="utf-8").strip()
-    saved_arguments = json.loads((checkpoint / "training_args.json").read_text(encoding="utf-8"))
-    changed = sorted(
-        key for key in set(saved_arguments) | set(arguments)
-        if key not in RESUMABLE_CHANGES and saved_arguments.get(key) != arguments.get(key)
-    )
-    if changed:
-        details = "; ".join(f"{key}: was {saved_arguments.get(key)!r}, now {arguments.get(key)!r}" for key in changed)
-        raise SettingsError(
-            f"--resume: the run in {output_dir} was started with other settings ({details}); "
-            f"resume with the same settings, or start a new run with --overwrite"
-        )
-    _load_weights(model, checkpoint)
-    trainer_state = torch.load(checkpoint / "trainer_state.pt", weights_only=True)
+def load_latest(
+    output_dir: Path, arguments: dict[str, Any], model, optimizer, schedule, options: OptionNames
+) -> tuple[TrainingState, dict[str, torch.Tensor] | None]:
+    """Restore weights, optimizer, schedule and random state of the newest checkpoint; return
+    the run's state and the best weights so far (None before the first dev evaluation)."""
+    checkpoint = latest_checkpoint(output_dir)
+    if checkpoint is None:  # check_output_dir has refused this already; a race with another process
+        raise SettingsError(f"{output_dir}: the checkpoint to resume from is gone; train without {options.resume}")
+    with _damaged_checkpoint_is_an_error(checkpoint, options):
+        state = TrainingState(**json.loads((checkpoint / "state.json").read_text(encoding="utf-8")))
+        saved_arguments = json.loads((checkpoint / "training_args.json").read_text(encoding="utf-8"))
+    if _check_resumable(output_dir, saved_arguments, arguments, state, options):
+        # More epochs than planned: a run that patience had stopped goes on, as asked.
+        state.stopped_early, state.epochs_without_improvement = False, 0
+    with _damaged_checkpoint_is_an_error(checkpoint, options):
+        _load_weights(model, checkpoint)
+        trainer_state = torch.load(checkpoint / "trainer_state.pt", weights_only=True)
+        best_weights = _best_weights(checkpoint, state, model)
     optimizer.load_state_dict(trainer_state["optimizer"])
     schedule.load_state_dict(trainer_state["schedule"])
+    _follow_schedule(schedule)
     torch.set_rng_state(trainer_state["torch_rng"])
     if trainer_state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(trainer_state["cuda_rng"])
-    return TrainingState(**json.loads((checkpoint / "state.json").read_text(encoding="utf-8")))
+        visible = torch.cuda.device_count()  # a machine with fewer GPUs restores what it has
+        for device, rng_state in enumerate(trainer_state["cuda_rng"][:visible]):
+            torch.cuda.set_rng_state(rng_state, device)
+    return state, best_weights
 
 
-def save_best(output_dir: Path, model) -> None:
-    final = output_dir / CHECKPOINTS / BEST
-    temporary = _fresh_temporary(final)
-    _save_weights(model, temporary)
-    old = final.with_name(BEST + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(temporary, final)
-    shutil.rmtree(old, ignore_errors=True)
+def _follow_schedule(schedule) -> None:
+    """Set the optimizer's learning rates to what the schedule gives at its step. The saved
+    optimizer holds the rates of the run's own schedule; a run given more epochs has a longer
+    one (for the same schedule the values are the same)."""
+    rates = [base * rate(schedule.last_epoch) for base, rate in zip(schedule.base_lrs, schedule.lr_lambdas)]
+    for group, rate in zip(schedule.optimizer.param_groups, rates):
+        group["lr"] = rate
+    schedule._last_lr = rates
 
 
-def load_best(output_dir: Path, model) -> None:
-    final = output_dir / CHECKPOINTS / BEST
-    _load_weights(model, final if final.exists() else final.with_name(BEST + ".old"))
+@contextmanager
+def _damaged_checkpoint_is_an_error(checkpoint: Path, options: OptionNames) -> Iterator[None]:
+    """A checkpoint damaged after it was written (a copy cut short, a full disk) cannot be
+    resumed: say so, with the way out, instead of a traceback."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError) as error:
+        raise SettingsError(
+            f"{checkpoint}: the checkpoint cannot be read ({first_line(error)}); it is damaged or incomplete, so "
+            f"the run cannot be resumed: pass {options.overwrite} to start over"
+        ) from None
+
+
+def remove(output_dir: Path) -> None:
+    """Remove a finished run's checkpoints (the model folder holds what it produced)."""
+    shutil.rmtree(output_dir / CHECKPOINTS, ignore_errors=True)
+
+
+def copy_weights(model) -> dict[str, torch.Tensor]:
+    """The model's weights, copied to the CPU (the best epoch's, kept while training goes on)."""
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
+
+
+def _check_resumable(
+    output_dir: Path, saved: dict[str, Any], current: dict[str, Any], state: TrainingState, options: OptionNames
+) -> bool:
+    """A resume continues the same run: only arguments that do not change what is trained may
+    differ, and the number of epochs may grow, never shrink below the plan (its last epoch is
+    the one evaluated and checkpointed last). Returns whether the run gets more epochs."""
+    _refuse_changed_settings(output_dir, saved, current, options)
+    planned = saved.get("epochs") or state.epoch
+    if current["epochs"] < planned:
+        raise SettingsError(
+            f"{options.resume}: the run in {output_dir} was planned for {planned} epochs ({state.epoch} trained), "
+            f"but {options.epochs} is {current['epochs']}; ask for at least {planned} epochs to continue it"
+        )
+    return current["epochs"] > planned
+
+
+def _refuse_changed_settings(output_dir: Path, saved: dict[str, Any], current: dict[str, Any], options: OptionNames) -> None:
+    changed = sorted(
+        key for key in set(saved) | set(current)
+        if key not in RESUMABLE_CHANGES | {"epochs"} and _comparable(key, saved.get(key)) != _comparable(key, current.get(key))
+    )
+    if changed:
+        details = "; ".join(f"{key}: was {saved.get(key)!r}, now {current.get(key)!r}" for key in changed)
+        raise SettingsError(
+            f"{options.resume}: the run in {output_dir} was started with other settings ({details}); "
+            f"resume with the same settings, or start a new run with {options.overwrite}"
+        )
+
+
+def _comparable(key: str, value: Any) -> Any:
+    return model_identity(value) if key == "model" and isinstance(value, str) else value
+
+
+def _best_weights(checkpoint: Path, state: TrainingState, model) -> dict[str, torch.Tensor] | None:
+    if (checkpoint / BEST_WEIGHTS).is_file():
+        from safetensors.torch import load_file
+
+        return load_file(str(checkpoint / BEST_WEIGHTS))
+    return copy_weights(model) if state.best_epoch == state.epoch else None
 
 
 def _save_weights(model, folder: Path) -> None:

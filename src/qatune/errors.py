@@ -4,6 +4,16 @@ found and how to fix it; the CLI prints it without a traceback and exits non-zer
 from __future__ import annotations
 
 
+import re
+
+
+def first_line(error: BaseException) -> str:
+    """An error's first line, without terminal colours or a closing period (the messages that
+    quote it add their own punctuation); its type's name when it has no text."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(error).__name__
+
+
 class QATuneError(Exception):
     """Base class of every error qatune raises for bad input, bad settings or a bad model."""
 

@@ -1,17 +1,19 @@
 """Turning decoded answers into the official prediction files and their SQuAD scores.
 
-Plain Python: no torch. Used by training (dev evaluation every epoch), `qatune evaluate`
-and `QAModel`.
+Plain Python: no torch. Used by `QAModel.evaluate` and `QAModel.tune_null_threshold`, which
+answer `qatune evaluate` and the dev evaluations during training alike, and by `qatune predict`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Sequence
 
 from qatune.data import Example
 from qatune.decoding import Decoded, best_answer
-from qatune.metrics import score
+from qatune.metrics import gold_texts, raw_scores_v2, score
 
 
 @dataclass
@@ -39,19 +41,52 @@ def official_predictions(
     return predictions, na_probs
 
 
-def evaluate_decoded(
-    examples: Sequence[Example], decoded: Sequence[Decoded], null_threshold: float = 1.0, *, tune_threshold: bool = False
-) -> Evaluation:
+def evaluate_decoded(examples: Sequence[Example], decoded: Sequence[Decoded], null_threshold: float = 1.0) -> Evaluation:
     """Score decoded answers. Data without unanswerable questions gets the SQuAD v1.1 metrics;
-    data with them gets v2.0 (with the HasAns/NoAns breakdowns and best thresholds).
-
-    With `tune_threshold`, the no-answer threshold becomes the one with the best F1 on this data
-    (the official `best_f1_thresh`); use that on dev data only.
-    """
-    has_unanswerable = any(example.is_impossible or not example.answers for example in examples)
-    if has_unanswerable and tune_threshold:
-        always_answer, na_probs = official_predictions(examples, decoded, null_threshold=1.0)
-        null_threshold = float(score(examples, always_answer, na_probs).metrics["best_f1_thresh"])
+    data with them gets v2.0 (with the HasAns/NoAns breakdowns and best thresholds)."""
+    has_unanswerable = any(example.unanswerable for example in examples)
     predictions, na_probs = official_predictions(examples, decoded, null_threshold)
     result = score(examples, predictions, na_probs if has_unanswerable else None)
     return Evaluation(result.metrics, result.version, predictions, na_probs, null_threshold)
+
+
+def robust_null_threshold(examples: Sequence[Example], decoded: Sequence[Decoded]) -> float:
+    """The no-answer threshold with the best F1 on these examples, placed where float noise
+    cannot flip a decision: midway, in log space, between the highest no-answer probability
+    still answered and the next higher one (1.0, always answer, when answering every question
+    is best or no question is unanswerable).
+
+    Questions with the same no-answer probability fall on the same side together (the
+    official walk in `best_f1_thresh` may stop inside such a tie, which no threshold can
+    reproduce).
+
+        >>> from qatune.data import Example, GoldAnswer
+        >>> from qatune.decoding import Answer
+        >>> yes = Example("a", "Who?", "Ada wrote it.", (GoldAnswer("Ada", 0),))
+        >>> no = Example("b", "When?", "Ada wrote it.")
+        >>> decoded = [Decoded([Answer("Ada", 0, 3, 0.9)], 0.01), Decoded([Answer("it", 10, 12, 0.2)], 0.04)]
+        >>> round(robust_null_threshold([yes, no], decoded), 6)
+        0.02
+    """
+    if not any(example.unanswerable for example in examples):
+        return 1.0
+    answered, na_probs = official_predictions(examples, decoded, null_threshold=1.0)
+    _, f1_if_answered = raw_scores_v2(gold_texts(examples), answered)
+    f1_if_not = {example.id: float(not example.answers) for example in examples}
+    # Walk up the distinct no-answer probabilities, answering everything at or below each.
+    order = sorted(na_probs, key=na_probs.__getitem__)
+    current = best = sum(f1_if_not.values())
+    best_index, levels = -1, []
+    for index, (level, group) in enumerate(groupby(order, key=na_probs.__getitem__)):
+        current += sum(f1_if_answered[qid] - f1_if_not[qid] for qid in group)
+        levels.append(level)
+        if current > best:
+            best, best_index = current, index
+    if best_index == len(levels) - 1:
+        return 1.0
+    above = levels[best_index + 1]
+    if best_index < 0:  # answering nothing is best: stay below the lowest probability
+        return above / 2
+    below = levels[best_index]
+    middle = math.sqrt(below * above) if below > 0 else above / 2
+    return middle if below < middle < above else below  # neighbours too close to part

@@ -13,6 +13,10 @@ returns `start_logits` and `end_logits`.
     >>> model.ask("When did it open?", "The bridge opened in 1932.")  # doctest: +SKIP
     [Answer(text='1932', start=21, end=25, score=0.91)]
 
+int8 weights can change answers. `compare_with_float32` answers dev questions with both
+models, records what it measured in the export's `qatune.json` (`onnx.check`) and says, with
+`ExportCheck.warning()`, when the export loses more than MIN_AGREEMENT / MAX_F1_LOSS allow.
+
 onnx, onnxscript and onnxruntime are imported only here and only when used, so that the
 rest of qatune works without them (`pip install "qatune[onnx]"` installs them).
 """
@@ -22,17 +26,18 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import re
 import shutil
 import tempfile
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
-from qatune.errors import ModelError, SettingsError
-from qatune.settings import QASettings, read_model_card, write_model_card
+from qatune.data import Example
+from qatune.errors import ModelError, SettingsError, first_line
+from qatune.metrics import exact_of
+from qatune.settings import read_model_card, read_settings, write_model_card
 
 QUANTIZE_CHOICES = ("int8",)
 MIN_OPSET = 18  # the oldest opset torch's ONNX exporter writes correctly
@@ -42,6 +47,9 @@ OUTPUT_NAMES = ("start_logits", "end_logits")
 # (protobuf) file cannot hold more than 2 GB.
 EXTERNAL_DATA_BYTES = 1_800_000_000
 INSTALL_HINT = 'install the ONNX extras with `pip install "qatune[onnx]"`'
+# An export that answers fewer dev questions the same as float32, or loses more F1, is warned about.
+MIN_AGREEMENT = 97.0  # percent of questions with the same answer (text, or no answer) as float32
+MAX_F1_LOSS = 0.5  # F1 points below float32
 
 
 def export_onnx(
@@ -79,6 +87,96 @@ def export_onnx(
     return target / ONNX_FILE
 
 
+@dataclass
+class ExportCheck:
+    """How an exported model answered dev questions, next to the float32 torch model it came from.
+
+    agreement: percent of questions with the same answer (same text, or both no answer);
+    exact and f1 are the SQuAD EM and F1 (percent) of the export, *_float32 those of the source.
+    """
+
+    data: str | None
+    questions: int
+    same_answers: int
+    agreement: float
+    exact: float
+    exact_float32: float
+    f1: float
+    f1_float32: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def warning(self) -> str | None:
+        """What the export loses, when past MIN_AGREEMENT or MAX_F1_LOSS, with the advice; else None.
+
+            >>> ExportCheck("dev.json", 26, 22, 84.6, 66.7, 83.3, 70.0, 85.0).warning()  # doctest: +ELLIPSIS
+            'on dev.json the export answers 4 of 26 questions differently from float32 (84.6% agree, ...'
+        """
+        losses = []
+        if self.agreement < MIN_AGREEMENT:
+            losses.append(
+                f"answers {self.questions - self.same_answers} of {self.questions} questions differently "
+                f"from float32 ({self.agreement:.1f}% agree, the limit is {MIN_AGREEMENT:g}%)"
+            )
+        if self.f1_float32 - self.f1 > MAX_F1_LOSS:
+            losses.append(
+                f"loses {self.f1_float32 - self.f1:.1f} F1 points ({self.f1:.1f} against {self.f1_float32:.1f} "
+                f"for float32, the limit is {MAX_F1_LOSS:g})"
+            )
+        if not losses:
+            return None
+        return (
+            f"on {self.data or 'the dev data'} the export {' and '.join(losses)}; keep float32 (export without "
+            f"--quantize), or keep int8 only where its speed is worth this loss"
+        )
+
+
+def compare_with_float32(
+    model_dir: str | Path,
+    onnx_dir: str | Path,
+    examples: Sequence[Example],
+    *,
+    data: str | Path | None = None,
+    progress: bool = False,
+) -> ExportCheck:
+    """Answer `examples` with the float32 torch model in `model_dir` and with its export in
+    `onnx_dir`, record the comparison in onnx_dir's qatune.json (`onnx.check`) and return it.
+
+    `data` names the examples' file in the record and the warning.
+
+        >>> check = compare_with_float32("./qatune-model", "./qatune-onnx", dev, data="dev.json")  # doctest: +SKIP
+        >>> check.agreement, check.f1, check.f1_float32, check.warning()  # doctest: +SKIP
+        (100.0, 81.2, 81.4, None)
+    """
+    from qatune.inference import ONNX_FILE, QAModel
+
+    target = Path(onnx_dir)
+    if not (target / ONNX_FILE).is_file():
+        raise ModelError(
+            f"{target}: expected a folder with model.onnx, found none; export the model first "
+            f"with `qatune export MODEL --onnx -o DIR` and pass DIR"
+        )
+    examples = list(examples)
+    if not examples:
+        raise SettingsError(f"{data or 'examples'}: expected questions to check the export on, found none")
+    float32 = QAModel.from_pretrained(model_dir, bf16=False).evaluate(examples, progress=progress)
+    exported = QAModel.from_pretrained(target).evaluate(examples, progress=progress)
+    same = sum(answer == float32.predictions[qid] for qid, answer in exported.predictions.items())
+    check = ExportCheck(
+        data=None if data is None else str(data),
+        questions=len(exported.predictions),
+        same_answers=same,
+        agreement=100.0 * same / len(exported.predictions),
+        exact=exact_of(exported.metrics),
+        exact_float32=exact_of(float32.metrics),
+        f1=exported.metrics["f1"],
+        f1_float32=float32.metrics["f1"],
+    )
+    _record_check(target, check)
+    return check
+
+
 def load_onnx_model(path: str | Path, *, threads: int | None = None) -> "OnnxQAModel":
     """An ONNX Runtime session over `path` (a folder with model.onnx, or the file itself)
     that `qatune.inference.window_logits` calls like a torch model, on the CPU.
@@ -108,7 +206,7 @@ def load_onnx_model(path: str | Path, *, threads: int | None = None) -> "OnnxQAM
         session = onnxruntime.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own untyped errors for bad files
         raise ModelError(
-            f"{file}: ONNX Runtime cannot load this file ({_first_line(error)}); export the model "
+            f"{file}: ONNX Runtime cannot load this file ({first_line(error)}); export the model "
             f"again with `qatune export MODEL --onnx -o DIR`"
         ) from None
     return OnnxQAModel(session, file)
@@ -274,7 +372,7 @@ def _export_graph(model, tokenizer, input_names: list[str], file: Path, source: 
         except torch.onnx.OnnxExporterError as error:
             raise ModelError(
                 f"{source}: torch could not export this model ({type(model).__name__}) to ONNX: "
-                f"{_first_line(error)}; the model's code must run under torch.export"
+                f"{first_line(error)}; the model's code must run under torch.export"
             ) from None
 
 
@@ -329,7 +427,14 @@ def _write_companions(source: Path, target: Path, tokenizer, onnx_entry: dict) -
     shutil.copyfile(source / "config.json", target / "config.json")
     card = read_model_card(source)
     extra = {key: value for key, value in card.items() if key not in ("settings", "qatune_version", "onnx")}
-    write_model_card(target, QASettings.from_dict(card.get("settings", {})), **extra, onnx=onnx_entry)
+    write_model_card(target, read_settings(source), **extra, onnx=onnx_entry)
+
+
+def _record_check(target: Path, check: ExportCheck) -> None:
+    card = read_model_card(target)
+    extra = {key: value for key, value in card.items() if key not in ("settings", "qatune_version")}
+    extra["onnx"] = {**card.get("onnx", {}), "check": check.to_dict()}
+    write_model_card(target, read_settings(target), **extra)
 
 
 def _move_graph(exported: Path, destination: Path) -> None:
@@ -349,9 +454,7 @@ def _available_cores() -> int:
     return os.cpu_count() or 1
 
 
-def _first_line(error: Exception) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # without terminal colours
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-__all__ = ["export_onnx", "load_onnx_model", "OnnxQAModel", "QAOutput", "QUANTIZE_CHOICES"]
+__all__ = [
+    "export_onnx", "compare_with_float32", "ExportCheck", "load_onnx_model", "OnnxQAModel", "QAOutput",
+    "QUANTIZE_CHOICES", "MIN_AGREEMENT", "MAX_F1_LOSS",
+]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 
 from qatune.data import Example
 from qatune.errors import SettingsError
+from qatune.files import with_default_permissions
 from qatune.settings import QASettings
 
 NOT_CONTEXT = -1
@@ -69,6 +71,7 @@ class TrainingItems:
     end: np.ndarray  # inclusive token index of the answer's last token
     answers_outside: int = 0  # answers no window holds whole: not trained on
     answer_places: list[str] = field(default_factory=list)  # where those answers are, first few
+    answer_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # tokens, one per answer held
 
     def __len__(self) -> int:
         return len(self.window)
@@ -108,7 +111,7 @@ def make_windows(examples: Sequence[Example], tokenizer, settings: QASettings) -
 
 def label_windows(examples: Sequence[Example], windows: Windows) -> TrainingItems:
     """Start/end token labels for every window and every distinct gold answer."""
-    window_ids, starts, ends = [], [], []
+    window_ids, starts, ends, lengths = [], [], [], []
     outside, places = 0, []
     for example_index, group in enumerate(windows.of_example()):
         example = examples[example_index]
@@ -124,6 +127,8 @@ def label_windows(examples: Sequence[Example], windows: Windows) -> TrainingItem
                 if len(places) < 5:
                     places.append(f"{example.place or example.id} ({example.context[char_start:char_end]!r})")
                 continue
+            first, last = next(position for position in located if position is not None)
+            lengths.append(last - first + 1)
             for window, position in zip(group, located):
                 start, end = position if position is not None else (0, 0)
                 window_ids.append(window), starts.append(start), ends.append(end)
@@ -133,6 +138,7 @@ def label_windows(examples: Sequence[Example], windows: Windows) -> TrainingItem
         end=np.asarray(ends, dtype=np.int64),
         answers_outside=outside,
         answer_places=places,
+        answer_lengths=np.asarray(lengths, dtype=np.int64),
     )
 
 
@@ -219,9 +225,9 @@ def cached_windows(examples: Sequence[Example], tokenizer, settings: QASettings,
     path = Path(cache_dir) / f"windows-{_cache_key(examples, tokenizer, settings)}.npz"
     if path.is_file():
         try:
-            return _load_windows(path)
+            return _load_windows(path, len(examples))
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            path.unlink(missing_ok=True)  # a damaged cache file is rebuilt
+            path.unlink(missing_ok=True)  # a damaged or inconsistent cache file is rebuilt
     windows = make_windows(examples, tokenizer, settings)
     _save_windows(windows, path)
     return windows
@@ -252,23 +258,63 @@ def _save_windows(windows: Windows, path: Path) -> None:
     }
     if windows.token_type_ids is not None:
         arrays["token_type_ids"] = np.concatenate(windows.token_type_ids)
-    temporary = path.with_name(path.name + ".tmp.npz")
-    np.savez(temporary, **arrays)
-    os.replace(temporary, path)
+    # A temporary file of its own per writer (processes may tokenize the same data at once):
+    # each writes a whole file and renames it into place; the last rename wins.
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp.npz", dir=path.parent)
+    os.close(handle)
+    try:
+        np.savez(temporary, **arrays)  # the name ends in .npz: savez adds nothing to it
+        with_default_permissions(temporary)  # mkstemp makes it 0600: a shared cache stays readable
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
-def _load_windows(path: Path) -> Windows:
+def _load_windows(path: Path, example_count: int) -> Windows:
+    """The windows stored at `path`; ValueError when its arrays do not fit together."""
     with np.load(path) as stored:
-        borders = np.cumsum(stored["lengths"])[:-1]
-        token_types = stored["token_type_ids"] if "token_type_ids" in stored else None
-        return Windows(
-            input_ids=np.split(stored["input_ids"], borders),
-            token_type_ids=np.split(token_types, borders) if token_types is not None else None,
-            offsets=np.split(stored["offsets"], borders),
-            word_offsets=np.split(stored["word_offsets"], borders),
-            example_index=stored["example_index"],
-            truncated_questions=int(stored["truncated_questions"]),
-        )
+        arrays = {name: stored[name] for name in stored.files}
+    _check_stored_windows(arrays, example_count)
+    borders = np.cumsum(arrays["lengths"])[:-1]
+    token_types = arrays.get("token_type_ids")
+    return Windows(
+        input_ids=np.split(arrays["input_ids"], borders),
+        token_type_ids=np.split(token_types, borders) if token_types is not None else None,
+        offsets=np.split(arrays["offsets"], borders),
+        word_offsets=np.split(arrays["word_offsets"], borders),
+        example_index=arrays["example_index"],
+        truncated_questions=int(arrays["truncated_questions"]),
+    )
+
+
+def _check_stored_windows(arrays: dict[str, np.ndarray], example_count: int) -> None:
+    """Raise ValueError unless the stored arrays agree with each other and with the examples:
+    a file written by another version, or damaged, must not give windows that are wrong."""
+    required = {"lengths", "input_ids", "offsets", "word_offsets", "example_index", "truncated_questions"}
+    if required - arrays.keys():
+        raise ValueError(f"missing arrays: {sorted(required - arrays.keys())}")
+    lengths, example_index = arrays["lengths"], arrays["example_index"]
+    if lengths.ndim != 1 or not np.issubdtype(lengths.dtype, np.integer):
+        raise ValueError(f"lengths: expected whole numbers in one row, found {lengths.dtype} of shape {lengths.shape}")
+    tokens = int(lengths.sum())
+    expected_shapes = {
+        "example_index": (len(lengths),),
+        "input_ids": (tokens,),
+        "token_type_ids": (tokens,),
+        "offsets": (tokens, 2),
+        "word_offsets": (tokens, 2),
+        "truncated_questions": (),
+    }
+    for name, shape in expected_shapes.items():
+        array = arrays.get(name)
+        if array is not None and (array.shape != shape or not np.issubdtype(array.dtype, np.integer)):
+            raise ValueError(f"{name}: expected integers of shape {shape}, found {array.dtype} of shape {array.shape}")
+    if (lengths < 1).any():
+        raise ValueError("lengths: every window has at least one token")
+    # Windows come example by example, every example with at least one window
+    if not np.array_equal(np.unique(example_index), np.arange(example_count)) or (np.diff(example_index) < 0).any():
+        raise ValueError(f"example_index: expected 0 to {example_count - 1} in order, each at least once")
 
 
 def default_cache_dir() -> Path:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import partial
@@ -18,11 +19,11 @@ import torch
 
 from qatune.data import Example
 from qatune.decoding import Answer, Decoded, best_answer, decode
-from qatune.evaluation import Evaluation, evaluate_decoded
+from qatune.evaluation import Evaluation, evaluate_decoded, robust_null_threshold
 from qatune.errors import SettingsError
 from qatune.features import Windows, make_windows
-from qatune.modeling import load_qa_model, load_tokenizer
-from qatune.settings import QASettings, read_model_card
+from qatune.modeling import check_tokenizer_fits, load_config, load_qa_model, load_tokenizer, locate_model
+from qatune.settings import QASettings, read_settings
 
 ONNX_FILE = "model.onnx"
 # Answers whose probabilities are within this log-ratio (about 5%) of each other are close
@@ -37,6 +38,40 @@ def bf16_supported(device: torch.device) -> bool:
     if device.type == "cpu":
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return False
+
+
+DEVICE_CHOICES = "cpu, cuda or cuda:N (N: a GPU number, from 0)"
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """The torch device for `--device` (None: cuda where available, else cpu), checked here so
+    that a bad value is a SettingsError, not torch's error at the first tensor moved.
+
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    value = str(device)
+    kind, _, number = value.partition(":")
+    if not (value in ("cpu", "cuda") or (kind == "cuda" and number.isascii() and number.isdecimal())):
+        raise SettingsError(f"--device: expected {DEVICE_CHOICES}, got {value!r}")
+    problem = None if kind == "cpu" else _cuda_problem(int(number or 0))
+    if problem:
+        raise SettingsError(f"--device: expected {DEVICE_CHOICES}, got {value!r}, but {problem}")
+    return torch.device(value)
+
+
+def _cuda_problem(index: int) -> str | None:
+    """Why CUDA device `index` cannot be used here, or None when it can."""
+    if not torch.cuda.is_available():
+        reason = "this PyTorch is a CPU-only build" if torch.version.cuda is None else "no CUDA GPU is visible"
+        return f"CUDA is not available here ({reason}); use --device cpu"
+    count = torch.cuda.device_count()
+    if index >= count:
+        names = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+        return f"this machine has {count} CUDA GPU{'s' if count > 1 else ''} ({names})"
+    return None
 
 
 def pad_batch(windows: Windows, indices: Sequence[int], pad_token_id: int, device: torch.device) -> dict:
@@ -138,7 +173,7 @@ def decode_examples(
                 [end_logits[w] for w in group],
                 [spans[w] for w in group],
                 n_best=settings.n_best,
-                max_answer_length=settings.max_answer_length,
+                max_answer_length=settings.answer_length,
                 top_k=top_k,
             )
         )
@@ -167,15 +202,17 @@ class QAModel:
 
         bf16=None uses bf16 autocast where the device has fast bf16 units; False keeps float32.
         """
-        card = read_model_card(path) if Path(path).is_dir() else {"settings": {}}
-        settings = QASettings.from_dict(card.get("settings", {}))
-        tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
-        if (Path(path) / ONNX_FILE).is_file():  # written by `qatune export --onnx`
+        target = resolve_device(device)  # before any loading: a bad value fails at once
+        source = locate_model(path)
+        settings = read_settings(source) if Path(source).is_dir() else QASettings()
+        tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
+        if (Path(source) / ONNX_FILE).is_file():  # written by `qatune export --onnx`
             from qatune.export import load_onnx_model
 
-            return cls(load_onnx_model(path), tokenizer, settings, bf16=False)
-        model = load_qa_model(path, trust_remote_code=trust_remote_code)
-        target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            check_tokenizer_fits(tokenizer, load_config(source, trust_remote_code=trust_remote_code), source)
+            return cls(load_onnx_model(source), tokenizer, settings, bf16=False)
+        model = load_qa_model(source, trust_remote_code=trust_remote_code)
+        check_tokenizer_fits(tokenizer, model.config, source)
         model.to(target).eval()
         return cls(model, tokenizer, settings, bf16=bf16_supported(target) if bf16 is None else bf16)
 
@@ -194,15 +231,28 @@ class QAModel:
         return decoded.answers
 
     def predict(
-        self, examples: Iterable[Example], *, batch_size: int = 16, top_k: int = 1, progress: bool = False
+        self,
+        examples: Iterable[Example],
+        *,
+        batch_size: int = 16,
+        top_k: int = 1,
+        progress: bool = False,
+        windows: Windows | None = None,
     ) -> list[Decoded]:
-        """Ranked answers and the no-answer probability of every example, in order."""
+        """Ranked answers and the no-answer probability of every example, in order.
+
+        `windows` are the examples' windows when the caller has them already (cut with this
+        model's tokenizer and settings, e.g. from the window cache); None cuts them here.
+        """
         if batch_size < 1:
             raise SettingsError(f"batch_size must be at least 1, got {batch_size}")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise SettingsError(f"top_k must be a whole number of at least 1 (how many answers to give), got {top_k!r}")
         examples = list(examples)
         if not examples:
             return []
-        windows = make_windows(examples, self.tokenizer, self.settings)
+        if windows is None:
+            windows = make_windows(examples, self.tokenizer, self.settings)
         logits = partial(
             window_logits, self.model, windows, pad_token_id=self.tokenizer.pad_token_id or 0, batch_size=batch_size
         )
@@ -219,11 +269,38 @@ class QAModel:
             decoded = decode_examples(examples, windows, starts, ends, self.settings, top_k=ranked)
         return [Decoded(d.answers[:top_k], d.null_prob) for d in decoded]
 
-    def evaluate(self, examples: Sequence[Example], *, batch_size: int = 16, progress: bool = False) -> Evaluation:
+    def evaluate(
+        self,
+        examples: Sequence[Example],
+        *,
+        batch_size: int = 16,
+        progress: bool = False,
+        windows: Windows | None = None,
+    ) -> Evaluation:
         """Answer every example with the model's null_threshold and score the answers."""
         examples = list(examples)
-        decoded = self.predict(examples, batch_size=batch_size, progress=progress)
+        decoded = self.predict(examples, batch_size=batch_size, progress=progress, windows=windows)
         return evaluate_decoded(examples, decoded, self.settings.null_threshold)
+
+    def tune_null_threshold(
+        self, examples: Sequence[Example], *, batch_size: int = 16, windows: Windows | None = None
+    ) -> Evaluation:
+        """Set the no-answer threshold that gives the best F1 on `examples` (dev data), then
+        score them with it exactly as `evaluate` would (1.0, always answer, when no example
+        is unanswerable).
+
+        The threshold is placed midway (in log space) between two neighbouring no-answer
+        probabilities, never on one, so that the float noise of another batch shape or another
+        CPU cannot move a question across it.
+        """
+        examples = list(examples)
+        self.settings = dataclasses.replace(self.settings, null_threshold=1.0)
+        always_answer = self.predict(examples, batch_size=batch_size, windows=windows)
+        threshold = robust_null_threshold(examples, always_answer)
+        self.settings = dataclasses.replace(self.settings, null_threshold=threshold)
+        if threshold == 1.0:  # nothing changes: the answers are those already computed
+            return evaluate_decoded(examples, always_answer, threshold)
+        return self.evaluate(examples, batch_size=batch_size, windows=windows)
 
 
 def _close_call(decoded: Decoded, null_threshold: float) -> bool:
@@ -237,8 +314,23 @@ def _close_call(decoded: Decoded, null_threshold: float) -> bool:
 
 
 def _check_text(name: str, value: object) -> None:
+    import re
+
     if not isinstance(value, str) or not value.strip():
         raise SettingsError(f"the {name} must be a non-empty string, got {value!r}")
+    # A lone surrogate has no UTF-8 form: the tokenizer would fail with a TypeError deep inside.
+    lone = re.search("[\ud800-\udfff]", value)
+    if lone is None:
+        return
+    code, position = ord(lone.group()), lone.start()
+    if 0xDC80 <= code <= 0xDCFF:  # how Python's surrogateescape holds a byte of argv that is not UTF-8
+        found = (
+            f"the byte 0x{code - 0xDC00:02x} at character {position}, which is not UTF-8 "
+            f"(Python holds it as the lone surrogate U+{code:04X})"
+        )
+    else:
+        found = f"the lone surrogate U+{code:04X} at character {position}, which has no UTF-8 form"
+    raise SettingsError(f"the {name} must be valid UTF-8 text, found {found}; pass the {name} as UTF-8 text")
 
 
 def _progress(items, enabled: bool, description: str):

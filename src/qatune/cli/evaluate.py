@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     options.quiet_libraries()
-    examples = options.read_examples(args.data, args)
+    examples = options.read_examples(args.data, args, options.say_on_stderr)
     model = options.load_model(args)
     evaluation = model.evaluate(examples, batch_size=args.batch_size, progress=not args.json)
     if args.output:

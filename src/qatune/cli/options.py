@@ -42,10 +42,23 @@ def load_model(args: argparse.Namespace):
     )
 
 
-def read_examples(path, args: argparse.Namespace):
-    from qatune.data import load_examples
+def read_examples(path, args: argparse.Namespace, say=None):
+    """The examples of a data file (an error if it has errors under --on-error); `say` gets one
+    line with the counts and what was repaired or skipped, as `qatune validate` reports them."""
+    from qatune.data import read_dataset
 
-    return load_examples(path, format=args.format, on_error=args.on_error)
+    examples, report = read_dataset(path, format=args.format, on_error=args.on_error)
+    report.raise_for_errors()
+    if say is not None:
+        say(f"{path}: {len(examples)} questions ({report.unanswerable} unanswerable); {report.repair_line()}")
+    return examples
+
+
+def say_on_stderr(message: str) -> None:
+    """Tell the user something without mixing it into a command's output on stdout."""
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
 
 
 def quiet_libraries() -> None:

@@ -2,16 +2,24 @@
 
 The output maps each question id to its answer text ("" for no answer), the format the
 official SQuAD scripts read; `--na-probs FILE` also writes the no-answer probabilities, and
-`--details FILE` the top answers with character offsets and scores.
+`--details FILE` the top answers with character offsets and scores, and for each question its
+text, `context_index` (its context's number among the file's distinct contexts, in order of
+first appearance) and `place` in the file, so answers can be matched to questions without ids.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
-from qatune.cli import options
+from qatune.cli import argtypes, options
+
+if TYPE_CHECKING:
+    from qatune.data import Example
+    from qatune.decoding import Decoded
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,8 +27,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", help="data file with the questions (gold answers, if any, are not used)")
     parser.add_argument("-o", "--output", required=True, help="predictions file to write")
     parser.add_argument("--na-probs", help="also write question id -> no-answer probability to this file")
-    parser.add_argument("--details", help="also write the top answers with offsets and scores to this file")
-    parser.add_argument("--top-k", type=int, default=1, help="answers kept per question in --details (default: 1)")
+    parser.add_argument(
+        "--details",
+        help="also write to this file, per question: its text, context number and place, and the top "
+        "answers with offsets and scores",
+    )
+    parser.add_argument(
+        "--top-k",
+        type=argtypes.whole_number_from_one,
+        default=1,
+        help="answers kept per question in --details (default: 1)",
+    )
     options.add_model_loading(parser)
     options.add_data_reading(parser)
 
@@ -29,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     options.quiet_libraries()
     from qatune.evaluation import official_predictions
 
-    examples = options.read_examples(args.data, args)
+    examples = options.read_examples(args.data, args, options.say_on_stderr)
     model = options.load_model(args)
     decoded = model.predict(examples, batch_size=args.batch_size, top_k=args.top_k, progress=True)
     predictions, na_probs = official_predictions(examples, decoded, model.settings.null_threshold)
@@ -37,11 +54,23 @@ def run(args: argparse.Namespace) -> int:
     if args.na_probs:
         options.write_json(args.na_probs, na_probs)
     if args.details:
-        details = {
-            example.id: {"answers": [asdict(answer) for answer in result.answers], "null_prob": result.null_prob}
-            for example, result in zip(examples, decoded)
-        }
-        options.write_json(args.details, details)
+        options.write_json(args.details, _details(examples, decoded))
     unanswered = sum(1 for text in predictions.values() if not text)
     print(f"wrote {len(predictions)} predictions to {args.output} ({unanswered} answered 'no answer')", file=sys.stderr)
     return 0
+
+
+def _details(examples: Sequence[Example], decoded: Sequence[Decoded]) -> dict[str, dict]:
+    """Question id -> its top answers, with what tells the question apart where the data has
+    no ids: its text, its context (numbered in order of first appearance) and its place."""
+    context_numbers: dict[str, int] = {}
+    details = {}
+    for example, result in zip(examples, decoded):
+        details[example.id] = {
+            "question": example.question,
+            "context_index": context_numbers.setdefault(example.context, len(context_numbers)),
+            "place": example.place,
+            "answers": [asdict(answer) for answer in result.answers],
+            "null_prob": result.null_prob,
+        }
+    return details

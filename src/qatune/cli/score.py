@@ -20,6 +20,8 @@ import argparse
 import json
 import sys
 
+from qatune.cli import options  # torch-free: it imports torch only inside the functions that load models
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA", help="gold data (SQuAD-style JSON or JSONL)")
@@ -42,10 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="answer 'no answer' when the no-answer probability is above T (default 1.0)",
     )
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    options.add_data_reading(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from qatune.data import load_examples
     from qatune.errors import DataError, SettingsError
     from qatune.metrics import check_na_probs, read_na_probs, read_predictions, score
 
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
             f"--na-prob-thresh: expected a number from 0 to 1, found {args.na_prob_thresh}; "
             "a question counts as unanswered when its no-answer probability is above it"
         )
-    examples = load_examples(args.data)
+    say = _warn if args.on_error == "skip" else None  # skipped questions leave the total: say so
+    examples = options.read_examples(args.data, args, say)
     if not examples:
         raise DataError(f"{args.data}: no questions found; expected data with questions to score")
     predictions = read_predictions(args.predictions)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from qatune.cli import options
+from qatune.cli import argtypes, options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,16 +24,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 2e-4)")
     parser.add_argument("--warmup-ratio", type=float, default=0.1, help="share of steps warming up (default: 0.1)")
     parser.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step (default: 1)")
-    parser.add_argument("--save-every", type=int, default=1, help="checkpoint every K epochs; 0: never (default: 1)")
-    parser.add_argument("--patience", type=int, help="stop after P epochs without a better dev F1")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
-    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output")
+    parser.add_argument("--save-every", type=argtypes.whole_number_from_zero, metavar="K",
+                        help="checkpoint every K epochs; 0: never (default: every 10 minutes of training)")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep the checkpoints when the run finishes (to --resume it later with more --epochs)")
+    parser.add_argument("--eval-every", type=argtypes.whole_number_from_one, metavar="K",
+                        help="evaluate on --dev every K epochs (default: every epoch, at most 20 times a run)")
+    parser.add_argument("--patience", type=argtypes.whole_number_from_one, metavar="P",
+                        help="stop after P dev evaluations without a better dev F1")
+    earlier_run = parser.add_mutually_exclusive_group()
+    earlier_run.add_argument("--resume", action="store_true",
+                             help="continue the run in --output from its last checkpoint (a higher --epochs trains it longer)")
+    earlier_run.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
     parser.add_argument("--no-bf16", action="store_true", help="train in float32 even where bf16 is fast")
     parser.add_argument("--max-seq-length", type=int, default=384, help="tokens per window (default: 384)")
     parser.add_argument("--doc-stride", type=int, default=128, help="overlap between windows, in tokens (default: 128)")
     parser.add_argument("--max-question-length", type=int, default=64, help="longer questions are cut (default: 64)")
-    parser.add_argument("--max-answer-length", type=int, default=30, help="longest answer, in tokens (default: 30)")
+    parser.add_argument("--max-answer-length", type=int,
+                        help="longest answer, in tokens (default: chosen from the training answers, at least 30)")
     parser.add_argument("--hidden-dropout", type=float, metavar="P",
                         help="dropout on hidden states (default: the model's own, 0.1 for BERT); 0 trains faster, "
                              "for data of thousands of questions")
@@ -47,8 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     options.quiet_libraries()
     from qatune import sample
+    from qatune.checkpoints import CLI_OPTIONS, check_output_dir
     from qatune.settings import QASettings
-    from qatune.training import DEFAULT_LEARNING_RATE, TrainingArguments, train
+    from qatune.training import DEFAULT_LEARNING_RATE, TrainingArguments, metrics_text, train
 
     on_sample = args.train is None
     train_path = sample.TRAIN if on_sample else args.train
@@ -72,21 +83,30 @@ def run(args: argparse.Namespace) -> int:
         bf16=False if args.no_bf16 else None,
         hidden_dropout=args.hidden_dropout,
         save_every=args.save_every,
+        keep_checkpoints=args.keep_checkpoints,
+        eval_every=args.eval_every,
         patience=args.patience,
         resume=args.resume,
         overwrite=args.overwrite,
         trust_remote_code=args.trust_remote_code,
         settings=settings,
     )
-    train_examples = options.read_examples(train_path, args)
-    dev_examples = options.read_examples(dev_path, args) if dev_path else None
     say = _printer(args)
-    say(f"training on {train_path} ({len(train_examples)} questions)" + (f", dev {dev_path}" if dev_path else ""))
+    # Refusals that cost nothing come before reading the model (the run folder; the data next).
+    check_output_dir(
+        Path(args.output), resume=args.resume, overwrite=args.overwrite, options=CLI_OPTIONS,
+        arguments=training_arguments.to_dict(),
+    )
+    train_examples = options.read_examples(train_path, args, say)
+    dev_examples = options.read_examples(dev_path, args, say) if dev_path else None
 
     before = _untrained_metrics(training_arguments, dev_examples) if on_sample and dev_examples else None
     if before is not None:
-        say("dev before training: " + _metrics_text(before))
-    result = train(train_examples, dev_examples, training_arguments, progress=not (args.quiet or args.json), log=say)
+        say("dev before training: " + metrics_text(before))
+    result = train(
+        train_examples, dev_examples, training_arguments, progress=not (args.quiet or args.json), log=say,
+        options=CLI_OPTIONS,
+    )
 
     summary = {
         "output": str(result.output_dir),
@@ -94,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         "best_epoch": result.best_epoch,
         "train_seconds": round(result.train_seconds, 2),
         "counts": result.counts,
+        "max_answer_length": result.settings.max_answer_length,
+        "null_threshold": result.settings.null_threshold,
         "dev": result.dev_metrics,
     }
     if before is not None:
@@ -102,9 +124,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     if before is not None:
-        say("dev before training: " + _metrics_text(before))
+        say("dev before training: " + metrics_text(before))
     if result.dev_metrics is not None:
-        say(f"dev after training (best epoch {result.best_epoch}): " + _metrics_text(result.dev_metrics))
+        say(f"dev after training (best epoch {result.best_epoch}): " + metrics_text(result.dev_metrics))
     say(f"trained {result.epochs_run} epochs in {result.train_seconds:.1f} s; model written to {result.output_dir}")
     return 0
 
@@ -114,19 +136,15 @@ def _untrained_metrics(arguments, dev_examples) -> dict:
     from accelerate.utils import set_seed
 
     from qatune.inference import QAModel, bf16_supported
-    from qatune.modeling import load_qa_model, load_tokenizer
+    from qatune.modeling import check_tokenizer_fits, load_qa_model, load_tokenizer
 
     set_seed(arguments.seed)
     model = load_qa_model(arguments.model, trust_remote_code=arguments.trust_remote_code)
     tokenizer = load_tokenizer(arguments.model, trust_remote_code=arguments.trust_remote_code)
+    check_tokenizer_fits(tokenizer, model.config, str(arguments.model))
     device = next(model.parameters()).device
     use_bf16 = bf16_supported(device) if arguments.bf16 is None else arguments.bf16
     return QAModel(model.eval(), tokenizer, arguments.settings, bf16=use_bf16).evaluate(dev_examples).metrics
-
-
-def _metrics_text(metrics: dict) -> str:
-    exact = metrics.get("exact_match", metrics.get("exact"))
-    return f"EM {exact:.2f}, F1 {metrics['f1']:.2f}"
 
 
 def _printer(args):

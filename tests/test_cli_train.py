@@ -1,0 +1,71 @@
+"""`qatune train` as a user runs it: what it says about the data, the plan and the progress,
+and refusals that name its flags and come before any model is loaded."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import DATA, TINY_QA
+from test_cli_model import WINDOW_FLAGS, qatune
+
+NEEDS_REPAIR = DATA / "data_needs_repair.json"
+
+
+def test_train_says_what_it_repaired_what_it_plans_and_how_far_it_is(tiny_bert, tmp_path):
+    output = tmp_path / "model"
+    result = qatune(
+        "train", NEEDS_REPAIR, "--dev", TINY_QA, "--model", tiny_bert, "--output", output, "--epochs", "3",
+        "--no-bf16", *WINDOW_FLAGS,
+    )
+    lines = result.stdout.splitlines()
+    assert (
+        f"{NEEDS_REPAIR}: 4 questions (0 unanswerable); 3 answers repaired: 2 whitespace, 1 re-anchored "
+        f"(largest shift 9 characters); skipped: 0 questions, 0 answers"
+    ) in lines
+    assert f"{TINY_QA}: 12 questions (1 unanswerable); 0 answers repaired: 0 whitespace, 0 re-anchored " \
+           f"(largest shift 0 characters); skipped: 0 questions, 0 answers" in lines
+    assert "training 3 epochs (as asked); dev evaluation every epoch; a checkpoint every 10 minutes of training" in lines
+    assert [line.split(":")[0] for line in lines if line.startswith("epoch ")] == ["epoch 1", "epoch 2", "epoch 3"]
+    assert "epoch 3/3" in result.stderr  # the one progress line of the whole run
+    assert lines[-1].startswith("trained 3 epochs in ")
+
+
+def test_quiet_keeps_the_summary_and_drops_the_progress_line(tiny_bert, tmp_path):
+    result = qatune(
+        "train", TINY_QA, "--model", tiny_bert, "--output", tmp_path / "model", "--no-bf16", "--quiet", *WINDOW_FLAGS,
+    )
+    lines = result.stdout.splitlines()
+    # 12 questions at 16 a batch: 1 step an epoch, so 60 epochs (the most) for 100 steps
+    assert (
+        "training 60 epochs (chosen from the data size: at least 2 epochs and 100 optimizer steps, at most 60 "
+        "epochs, at 1 step an epoch); a checkpoint every 10 minutes of training"
+    ) in lines
+    assert lines[-1].startswith("trained 60 epochs in ")
+    assert "epoch 60/60" not in result.stderr
+
+
+def test_refusals_name_the_flags_and_come_before_the_model_is_loaded(tmp_path):
+    output = tmp_path / "run"
+    output.mkdir()
+    (output / "metrics.jsonl").write_text('{"type": "step", "epoch": 1}\n{"type": "st')  # killed early
+    # The model does not exist: had it been loaded first, the error would be about the model.
+    for extra in ([], ["--resume"]):
+        result = qatune("train", TINY_QA, "--model", tmp_path / "no-model", "--output", output, *extra, check=False)
+        assert result.returncode == 2
+        assert "Traceback" not in result.stderr
+        assert result.stderr.startswith(f"error: {output} holds an earlier training run that left no checkpoint")
+        assert result.stderr.rstrip().endswith("pass --overwrite to start over there, or choose another --output")
+
+
+def test_an_earlier_run_with_checkpoints_names_resume(tiny_bert, tmp_path):
+    output = tmp_path / "run"
+    flags = ["--model", tiny_bert, "--output", output, "--epochs", "1", "--no-bf16", "--quiet", *WINDOW_FLAGS]
+    qatune("train", TINY_QA, *flags, "--keep-checkpoints")
+    result = qatune("train", TINY_QA, *flags, check=False)
+    assert result.stderr == (
+        f"error: {output} holds an earlier training run (checkpoints, metrics.jsonl): pass --resume to continue "
+        f"it, --overwrite to start over there, or choose another --output\n"
+    )
+    longer = qatune("train", TINY_QA, *flags[:-len(WINDOW_FLAGS) - 4], "--epochs", "2", "--no-bf16", "--quiet",
+                    *WINDOW_FLAGS, "--resume", "--json")
+    assert json.loads(longer.stdout)["epochs"] == 2

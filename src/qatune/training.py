@@ -330,8 +330,11 @@ def _checkpoint_due(args: TrainingArguments, epoch: int, finished: bool, seconds
 
 
 def _set_attention(model, implementation: str) -> None:
-    if model.config._attn_implementation != implementation:
-        model.set_attn_implementation(implementation)
+    """Switch the attention implementation in place. A transformers too old to switch keeps the
+    one it loaded (its default), for training and evaluation alike."""
+    switch = getattr(model, "set_attn_implementation", None)
+    if switch is not None and model.config._attn_implementation != implementation:
+        switch(implementation)
 
 
 @contextmanager

@@ -425,16 +425,18 @@ def _write_companions(source: Path, target: Path, tokenizer, onnx_entry: dict) -
     """Tokenizer files, config.json and qatune.json: what loading the folder needs besides the graph."""
     tokenizer.save_pretrained(target)
     shutil.copyfile(source / "config.json", target / "config.json")
-    card = read_model_card(source)
-    extra = {key: value for key, value in card.items() if key not in ("settings", "qatune_version", "onnx")}
-    write_model_card(target, read_settings(source), **extra, onnx=onnx_entry)
+    _write_card(source, target, onnx_entry)
 
 
 def _record_check(target: Path, check: ExportCheck) -> None:
-    card = read_model_card(target)
-    extra = {key: value for key, value in card.items() if key not in ("settings", "qatune_version")}
-    extra["onnx"] = {**card.get("onnx", {}), "check": check.to_dict()}
-    write_model_card(target, read_settings(target), **extra)
+    _write_card(target, target, {**read_model_card(target).get("onnx", {}), "check": check.to_dict()})
+
+
+def _write_card(source: Path, target: Path, onnx_entry: dict) -> None:
+    """target/qatune.json: the card of `source` (settings, training record) with this `onnx` entry."""
+    card = read_model_card(source)
+    extra = {key: value for key, value in card.items() if key not in ("settings", "qatune_version", "onnx")}
+    write_model_card(target, read_settings(source), **extra, onnx=onnx_entry)
 
 
 def _move_graph(exported: Path, destination: Path) -> None:

@@ -28,7 +28,8 @@ import qatune.export as export  # noqa: E402
 from qatune import sample  # noqa: E402
 from qatune.data import load_examples  # noqa: E402
 from qatune.errors import ModelError, SettingsError  # noqa: E402
-from qatune.export import ExportCheck, compare_with_float32, export_onnx, load_onnx_model  # noqa: E402
+from qatune.engines.onnx_engine import load_onnx  # noqa: E402
+from qatune.export import ExportCheck, compare_with_float32, export_onnx  # noqa: E402
 from qatune.features import make_windows  # noqa: E402
 from qatune.inference import QAModel, decode_examples, window_logits  # noqa: E402
 from qatune.settings import QASettings, read_model_card, write_model_card  # noqa: E402
@@ -86,13 +87,13 @@ def logits_and_answers(model: QAModel, examples) -> tuple[np.ndarray, list[list[
     Batches of 7 windows mix batch sizes and padded lengths.
     """
     windows = make_windows(examples, model.tokenizer, model.settings)
-    starts, ends = window_logits(model.model, windows, pad_token_id=model.tokenizer.pad_token_id or 0, batch_size=7)
+    starts, ends = window_logits(model.engine, windows, pad_token_id=model.tokenizer.pad_token_id or 0, batch_size=7)
     decoded = decode_examples(examples, windows, starts, ends, model.settings)
     return np.concatenate(starts + ends), [[(a.text, a.start, a.end) for a in d.answers] for d in decoded]
 
 
 def torch_model(source: Path) -> QAModel:
-    return QAModel.from_pretrained(source, device="cpu", bf16=False)
+    return QAModel.from_pretrained(source, engine="torch", device="cpu", bf16=False)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +115,7 @@ def test_float32_export_answers_like_the_torch_model(kind, reference, exported, 
     onnx = QAModel.from_pretrained(exported(kind))
 
     logits, answers = logits_and_answers(onnx, examples)
-    assert type(onnx.model).__name__ == "OnnxQAModel"
+    assert onnx.engine.name == "onnx" and onnx.engine.precision == "float32"
     assert np.abs(logits - expected_logits).max() < FLOAT32_TOLERANCE
     assert answers == expected_answers
 
@@ -139,7 +140,7 @@ def test_int8_export_stores_int8_weights(exported):
 
     assert len(int8_weights) >= 12  # 2 layers x 6 weight matrices (query, key, value, output, 2 feed-forward)
     assert int8.stat().st_size < float32.stat().st_size
-    assert read_model_card(int8.parent)["onnx"]["quantize"] == "int8"
+    assert read_model_card(int8.parent)["engine"] == {"name": "onnx", "precision": "int8", "quantization": {"method": "dynamic"}, "opset": read_model_card(int8.parent)["engine"]["opset"]}
 
 
 @pytest.mark.parametrize(("kind", "inputs"), [
@@ -147,24 +148,11 @@ def test_int8_export_stores_int8_weights(exported):
     ("distilbert", ["input_ids", "attention_mask"]),
 ])
 def test_graph_takes_what_the_tokenizer_makes_with_any_batch_and_length(kind, inputs, exported):
-    model = load_onnx_model(exported(kind))
+    model = load_onnx(exported(kind))
 
-    assert model.input_names == inputs
+    assert list(model.input_names) == inputs
     assert [node.shape for node in model.session.get_inputs()] == [["batch", "sequence"]] * len(inputs)
     assert [node.name for node in model.session.get_outputs()] == ["start_logits", "end_logits"]
-
-
-def test_onnx_model_stands_in_for_a_torch_model(exported):
-    import torch
-
-    model = load_onnx_model(exported("distilbert"))
-    ids = torch.tensor([[2, 40, 41, 3, 50, 51, 52, 3]])
-    output = model(input_ids=ids, attention_mask=torch.ones_like(ids))
-
-    assert next(model.parameters()).device == torch.device("cpu")
-    assert model.training is False and model.eval() is model and model.train(False) is model
-    assert output.start_logits.dtype == torch.float32 and output.start_logits.shape == (1, 8)
-    assert output.end_logits.dtype == torch.float32 and output.end_logits.shape == (1, 8)
 
 
 def test_large_weights_go_beside_the_graph(tiny_distilbert, tmp_path, monkeypatch, reference, examples):
@@ -190,12 +178,12 @@ def test_large_weights_go_beside_the_graph(tiny_distilbert, tmp_path, monkeypatc
     ),
     (
         {"output_dir": "{model}/config.json"}, SettingsError,
-        "{model}/config.json: expected a folder to write the ONNX model into, found a file; "
+        "{model}/config.json: expected a folder to write the exported model into, found a file; "
         "choose another -o/--output",
     ),
     (
         {"output_dir": "{model}"}, SettingsError,
-        "{model}: the output folder is the model folder itself; a model.onnx there would replace the "
+        "{model}: the output folder is the model folder itself; an exported graph there would replace the "
         "torch model when loading it: choose another -o/--output",
     ),
     (
@@ -222,7 +210,7 @@ def test_bad_export_arguments_say_what_to_fix(arguments, error, message, tiny_be
 
 def test_an_export_is_not_exported_again(exported, tmp_path):
     folder = exported("distilbert")
-    with pytest.raises(ModelError, match=r"this folder is already an ONNX export \(model.onnx, no safetensors"):
+    with pytest.raises(ModelError, match=r"this folder is already an export \(model.onnx, no safetensors"):
         export_onnx(folder, tmp_path / "again")
 
 
@@ -262,30 +250,30 @@ def test_a_float32_export_checked_on_dev_data_answers_like_float32(sources, expo
     assert (check.data, check.questions, check.same_answers, check.agreement) == ("dev.json", 27, 27, 100.0)
     assert (check.exact, check.f1) == (check.exact_float32, check.f1_float32)
     assert check.warning() is None
-    onnx_entry = read_model_card(folder)["onnx"]
-    assert onnx_entry["check"] == check.to_dict() and onnx_entry["quantize"] is None
+    engine_entry = read_model_card(folder)["engine"]
+    assert engine_entry["check"] == check.to_dict() and engine_entry["precision"] == "float32"
 
 
 def test_checking_a_folder_that_is_no_export(tiny_bert, examples, tmp_path):
     with pytest.raises(ModelError) as raised:
         compare_with_float32(tiny_bert, tmp_path, examples)
     assert str(raised.value) == (
-        f"{tmp_path}: expected a folder with model.onnx, found none; export the model first "
-        f"with `qatune export MODEL --onnx -o DIR` and pass DIR"
+        f"{tmp_path}: expected an exported folder (model.onnx or model.xml), found none; export the model "
+        f"first with `qatune export MODEL --format onnx|openvino -o DIR` and pass DIR"
     )
 
 
 def test_loading_a_missing_or_broken_onnx_file(tmp_path):
     with pytest.raises(ModelError) as raised:
-        load_onnx_model(tmp_path)
+        load_onnx(tmp_path)
     assert str(raised.value) == (
         f"{tmp_path}/model.onnx: expected an ONNX model file, found none; "
-        f"export one with `qatune export MODEL --onnx -o DIR` and pass DIR"
+        f"export one with `qatune export MODEL --format onnx -o DIR` and pass DIR"
     )
 
     (tmp_path / "model.onnx").write_bytes(b"not a graph")
     with pytest.raises(ModelError, match=r"model.onnx: ONNX Runtime cannot load this file \("):
-        load_onnx_model(tmp_path)
+        load_onnx(tmp_path)
 
 
 def test_missing_onnx_packages_say_how_to_install_them(exported, tiny_bert, tmp_path, monkeypatch):
@@ -294,9 +282,9 @@ def test_missing_onnx_packages_say_how_to_install_them(exported, tiny_bert, tmp_
     monkeypatch.setitem(sys.modules, "onnxscript", None)
 
     with pytest.raises(ModelError) as raised:
-        load_onnx_model(folder)
+        load_onnx(folder)
     assert str(raised.value) == (
-        "running an ONNX model needs onnxruntime, which is not installed; "
+        "answering with an ONNX model needs onnxruntime, which is not installed; "
         'install the ONNX extras with `pip install "qatune[onnx]"`'
     )
     with pytest.raises(ModelError, match=r"exporting to ONNX needs onnxscript and onnxruntime, which are not "):
@@ -304,17 +292,10 @@ def test_missing_onnx_packages_say_how_to_install_them(exported, tiny_bert, tmp_
 
 
 def test_a_mismatched_tokenizer_is_reported(exported):
-    import torch
-
-    model = load_onnx_model(exported("distilbert"))
-    ids = torch.tensor([[2, 3]])
-    with pytest.raises(ModelError, match=r"the graph takes \['attention_mask', 'input_ids'\], but the tokenizer gave"):
-        model(input_ids=ids, attention_mask=ids, token_type_ids=ids)
-
-
-def test_an_onnx_model_cannot_be_trained(exported):
-    with pytest.raises(ModelError, match="an ONNX model can only answer questions"):
-        load_onnx_model(exported("distilbert")).train(True)
+    engine = load_onnx(exported("distilbert"))
+    ids = np.array([[2, 3]], dtype=np.int64)
+    with pytest.raises(ModelError, match=r"the model takes \['attention_mask', 'input_ids'\], but the tokenizer gave"):
+        engine.logits({"input_ids": ids, "attention_mask": ids, "token_type_ids": ids})
 
 
 def qatune(*arguments: str) -> subprocess.CompletedProcess:
@@ -328,18 +309,18 @@ def test_cli_exports_a_model_that_answers_with_its_settings(tiny_bert, tmp_path)
     write_model_card(source, settings, metrics={"f1": 51.5})
     question, context = "What did the probe carry?", "The probe carried a golden record and a camera."
 
-    exported_run = qatune("export", source, "--onnx", "-o", output)
+    exported_run = qatune("export", source, "--format", "onnx", "-o", output)
     asked = qatune("ask", output, "-q", question, "-c", context)
 
     assert exported_run.returncode == 0, exported_run.stderr
     assert re.fullmatch(
-        rf"wrote {re.escape(str(output / 'model.onnx'))} \(float32 weights, opset \d+, "
+        rf"wrote {re.escape(str(output / 'model.onnx'))} \(onnx, float32 weights, opset \d+, "
         rf"[\d.]+ (kB|MB)\) with its tokenizer, config.json and qatune.json\n",
         exported_run.stdout,
     )
     card = read_model_card(output)
     assert card["settings"] == settings.to_dict() and card["metrics"] == {"f1": 51.5}
-    assert card["onnx"]["quantize"] is None and card["onnx"]["opset"] >= export.MIN_OPSET
+    assert card["engine"]["precision"] == "float32" and card["engine"]["opset"] >= export.MIN_OPSET
     assert (output / "config.json").read_text() == (source / "config.json").read_text()
     assert "note:" not in exported_run.stderr  # float32: nothing to check
     assert asked.returncode == 0, asked.stderr
@@ -353,19 +334,19 @@ def test_cli_exports_a_model_that_answers_with_its_settings(tiny_bert, tmp_path)
 def test_cli_int8_export_checked_on_dev_data_says_what_it_costs(trained, tmp_path):
     output = tmp_path / "onnx"
 
-    completed = qatune("export", trained, "--onnx", "--quantize", "int8", "-o", output, "--dev", TINY_QA)
+    completed = qatune("export", trained, "--format", "onnx", "--quantize", "int8", "-o", output, "--dev", TINY_QA)
 
     assert completed.returncode == 0, completed.stderr
     wrote, checked = completed.stdout.splitlines()
-    assert wrote.startswith(f"wrote {output / 'model.onnx'} (int8 weights, opset ")
-    check = ExportCheck(**read_model_card(output)["onnx"]["check"])
+    assert wrote.startswith(f"wrote {output / 'model.onnx'} (onnx, int8 weights, opset ")
+    check = ExportCheck(**read_model_card(output)["engine"]["check"])
     assert checked == (
         f"checked on {TINY_QA}: {check.same_answers} of 12 answers the same as float32 ({check.agreement:.1f}%); "
         f"EM {check.exact:.1f} (float32 {check.exact_float32:.1f}), F1 {check.f1:.1f} (float32 {check.f1_float32:.1f})"
     )
     dev = load_examples(TINY_QA)
-    float32 = QAModel.from_pretrained(trained, bf16=False).evaluate(dev)
-    int8 = QAModel.from_pretrained(output).evaluate(dev)
+    float32 = QAModel.from_pretrained(trained, engine="torch", bf16=False).evaluate(dev)
+    int8 = QAModel.from_pretrained(output, bf16=False).evaluate(dev)
     same = sum(int8.predictions[qid] == answer for qid, answer in float32.predictions.items())
     assert (check.data, check.questions, check.same_answers, check.agreement) == (
         str(TINY_QA), 12, same, 100 * same / 12
@@ -379,29 +360,39 @@ def test_cli_int8_export_checked_on_dev_data_says_what_it_costs(trained, tmp_pat
 
 
 def test_cli_int8_export_without_dev_data_says_its_answers_were_not_checked(tiny_distilbert, tmp_path):
-    completed = qatune("export", tiny_distilbert, "--onnx", "--quantize", "int8", "-o", tmp_path / "onnx")
+    completed = qatune("export", tiny_distilbert, "--format", "onnx", "--quantize", "int8", "-o", tmp_path / "onnx")
 
     assert completed.returncode == 0, completed.stderr
     assert completed.stderr.endswith(
         "note: the int8 answers were not compared with float32; add --dev DATA to measure how many change\n"
     )
-    assert "check" not in read_model_card(tmp_path / "onnx")["onnx"]
+    assert "check" not in read_model_card(tmp_path / "onnx")["engine"]
 
 
 @pytest.mark.parametrize(("arguments", "message"), [
-    (["MODEL", "-o", "{tmp}/onnx"], "qatune export: error: the following arguments are required: --onnx"),
-    (["MODEL", "--onnx"], "qatune export: error: the following arguments are required: -o/--output"),
+    (["MODEL", "-o", "{tmp}/onnx"], "error: --format: expected onnx or openvino (which engine the export is for), found none"),
+    (["MODEL", "--format", "onnx"], "qatune export: error: the following arguments are required: -o/--output"),
+    (["MODEL", "--format", "tflite", "-o", "{tmp}/onnx"], "qatune export: error: argument --format: invalid choice: 'tflite'"),
     (
-        ["MODEL", "--onnx", "-o", "{tmp}/onnx", "--quantize", "int4"],
+        ["MODEL", "--format", "onnx", "-o", "{tmp}/onnx", "--calibration", "{tmp}/c.json"],
+        "error: --calibration: calibration data is for int8; add --quantize int8, or leave --calibration out",
+    ),
+    (
+        ["MODEL", "--format", "openvino", "-o", "{tmp}/onnx", "--quantize", "int8"],
+        "error: --quantize int8 --format openvino: expected calibration questions (--calibration DATA: a few "
+        "hundred of your own, e.g. the training file), found none",
+    ),
+    (
+        ["MODEL", "--format", "onnx", "-o", "{tmp}/onnx", "--quantize", "int4"],
         "qatune export: error: argument --quantize: invalid choice: 'int4'",
     ),
     (
-        ["{tmp}/missing", "--onnx", "-o", "{tmp}/onnx"],
+        ["{tmp}/missing", "--format", "onnx", "-o", "{tmp}/onnx"],
         "error: {tmp}/missing: expected a model folder (config.json, model.safetensors, tokenizer files), "
         "found nothing; pass the folder that `qatune train` wrote",
     ),
     (
-        ["MODEL", "--onnx", "-o", "{tmp}/onnx", "--dev", "{tmp}/missing.json"],
+        ["MODEL", "--format", "onnx", "-o", "{tmp}/onnx", "--dev", "{tmp}/missing.json"],
         "error: {tmp}/missing.json: expected a data file, found no such file; check the path",
     ),
 ])

@@ -15,7 +15,8 @@ import torch
 
 from qatune import modeling
 from qatune.errors import ModelError, SettingsError
-from qatune.inference import QAModel, resolve_device
+from qatune.engines.torch_engine import resolve_device
+from qatune.inference import QAModel
 
 from test_cli_model import qatune
 
@@ -86,8 +87,8 @@ def test_an_unreadable_config_is_one_sentence_that_fits_every_command(model_copy
     result = qatune("ask", model_copy, *ASK, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     # transformers' own words come between; their closing period is not doubled, and the advice
-    # does not name --model, which `ask` does not have
-    assert result.stderr.startswith(f"error: could not load the tokenizer {str(model_copy)!r}: ")
+    # does not name --model, which `ask` does not have (the tokenizer loads without the config)
+    assert result.stderr.startswith(f"error: could not load the model configuration {str(model_copy)!r}: ")
     assert result.stderr.endswith(
         ". Pass a local model folder (with config.json, model.safetensors and tokenizer files) or a hub id "
         "reachable from this machine\n"

@@ -24,6 +24,7 @@ def test_a_tokenizer_without_offsets_is_refused(tiny_bert, monkeypatch):
     class SlowTokenizer:
         is_fast = False
 
+    monkeypatch.setattr(modeling, "_named_tokenizer_class", lambda source: None)  # through AutoTokenizer
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: SlowTokenizer())
     with pytest.raises(ModelError) as error:
         modeling.load_tokenizer(tiny_bert)
@@ -68,3 +69,14 @@ def test_dropout_overrides_reach_every_dropout_of_bert_and_distilbert(tiny_bert,
         config_rates = [getattr(model.config, k) for k in ("attention_probs_dropout_prob", "hidden_dropout_prob",
                         "dropout", "attention_dropout", "qa_dropout") if hasattr(model.config, k)]
         assert set(rates) <= {0.0} and set(config_rates) == {0.0}
+
+
+def test_the_tokenizer_is_the_class_autotokenizer_picks(tiny_model):
+    """qatune reads the class from tokenizer_config.json (AutoTokenizer's first choice) so that
+    answering needs no transformers config, whose loading imports torch."""
+    from transformers import AutoTokenizer
+
+    ours, theirs = modeling.load_tokenizer(tiny_model), AutoTokenizer.from_pretrained(tiny_model)
+    assert type(ours) is type(theirs) and ours.model_input_names == theirs.model_input_names
+    pair = ("Who wrote it?", "Ada Lovelace wrote it in 1843.")
+    assert ours(*pair, return_offsets_mapping=True) == theirs(*pair, return_offsets_mapping=True)

@@ -10,148 +10,72 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Iterable, Sequence
+from types import SimpleNamespace
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-import torch
 
+from qatune.batching import pad_windows
 from qatune.data import Example
 from qatune.decoding import Answer, Decoded, best_answer, decode
-from qatune.evaluation import Evaluation, evaluate_decoded, robust_null_threshold
+from qatune.engines import Engine, check_engine_name, load_engine
 from qatune.errors import SettingsError
+from qatune.evaluation import Evaluation, evaluate_decoded, robust_null_threshold
 from qatune.features import Windows, make_windows
-from qatune.modeling import check_tokenizer_fits, load_config, load_qa_model, load_tokenizer, locate_model
+from qatune.modeling import check_tokenizer_fits, load_config, load_tokenizer, locate_model, model_vocab_size
 from qatune.settings import QASettings, read_settings
 
-ONNX_FILE = "model.onnx"
-# Answers whose probabilities are within this log-ratio (about 5%) of each other are close
-# calls: bf16 rounding can swap them, so `predict` recomputes them in float32.
-CLOSE_CALL = 0.05
+# Examples are answered in chunks: windows are cut, answered and decoded a chunk at a time, so
+# that memory does not grow with the number of questions. A chunk ends at this many examples or
+# this many characters of context, whichever comes first (about 50,000 tokens: a few hundred
+# windows, a few MB of arrays).
+CHUNK_EXAMPLES = 256
+# Windows per forward pass. 8 answers as fast as 16 on a CPU and needs less memory for the
+# attention of long windows (`qatune predict`, 477 SQuAD questions, OpenVINO bf16: 527 against
+# 621 MiB peak, 6.5 s either way; Intel Xeon with AMX, 2 cores).
+ANSWER_BATCH_SIZE = 8
+# Batches are padded to a multiple of this many tokens: every new batch shape costs an engine
+# time (OpenVINO prepares its kernels and buffers per shape) and memory; with few shapes the
+# first pass over 477 SQuAD questions ran at 112 instead of 97 questions/s (OpenVINO bf16).
+PAD_TO_MULTIPLE = 16
+CHUNK_CHARACTERS = 200_000
 
 
-def bf16_supported(device: torch.device) -> bool:
-    """Whether bf16 autocast runs on fast bf16 units of this device."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
-
-
-DEVICE_CHOICES = "cpu, cuda or cuda:N (N: a GPU number, from 0)"
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """The torch device for `--device` (None: cuda where available, else cpu), checked here so
-    that a bad value is a SettingsError, not torch's error at the first tensor moved.
-
-        >>> resolve_device("cpu")
-        device(type='cpu')
-    """
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    value = str(device)
-    kind, _, number = value.partition(":")
-    if not (value in ("cpu", "cuda") or (kind == "cuda" and number.isascii() and number.isdecimal())):
-        raise SettingsError(f"--device: expected {DEVICE_CHOICES}, got {value!r}")
-    problem = None if kind == "cpu" else _cuda_problem(int(number or 0))
-    if problem:
-        raise SettingsError(f"--device: expected {DEVICE_CHOICES}, got {value!r}, but {problem}")
-    return torch.device(value)
-
-
-def _cuda_problem(index: int) -> str | None:
-    """Why CUDA device `index` cannot be used here, or None when it can."""
-    if not torch.cuda.is_available():
-        reason = "this PyTorch is a CPU-only build" if torch.version.cuda is None else "no CUDA GPU is visible"
-        return f"CUDA is not available here ({reason}); use --device cpu"
-    count = torch.cuda.device_count()
-    if index >= count:
-        names = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
-        return f"this machine has {count} CUDA GPU{'s' if count > 1 else ''} ({names})"
-    return None
-
-
-def pad_batch(windows: Windows, indices: Sequence[int], pad_token_id: int, device: torch.device) -> dict:
-    """Model inputs for some windows, padded to the longest of them (dynamic padding)."""
-    length = max(len(windows.input_ids[i]) for i in indices)
-    input_ids = np.full((len(indices), length), pad_token_id, dtype=np.int64)
-    attention_mask = np.zeros((len(indices), length), dtype=np.int64)
-    token_types = np.zeros((len(indices), length), dtype=np.int64) if windows.token_type_ids is not None else None
-    for row, window in enumerate(indices):
-        ids = windows.input_ids[window]
-        input_ids[row, : len(ids)] = ids
-        attention_mask[row, : len(ids)] = 1
-        if token_types is not None:
-            token_types[row, : len(ids)] = windows.token_type_ids[window]
-    batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
-    if token_types is not None:
-        batch["token_type_ids"] = torch.from_numpy(token_types)
-    return {key: value.to(device) for key, value in batch.items()}
-
-
-@torch.inference_mode()
 def window_logits(
-    model,
+    engine: Engine,
     windows: Windows,
     *,
     pad_token_id: int,
-    batch_size: int = 16,
-    bf16: bool = False,
-    progress: bool = False,
+    batch_size: int = ANSWER_BATCH_SIZE,
+    progress=None,
     only: Sequence[int] | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Start and end logits of every window (float32, unpadded), in window order.
 
     Windows are batched by length, so a batch holds windows of similar length and little padding.
-    `only` restricts the work to some windows; the others get empty arrays.
+    `only` restricts the work to some windows; the others get empty arrays. `progress`, a tqdm
+    bar or None, advances by one per window answered.
     """
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    head_hook = _float32_qa_head(model) if bf16 else None
     wanted = np.arange(len(windows)) if only is None else np.asarray(only, dtype=np.int64)
-    order = wanted[np.argsort(windows.lengths[wanted], kind="stable")]
-    starts: list[np.ndarray] = [np.empty(0)] * len(windows)
-    ends: list[np.ndarray] = [np.empty(0)] * len(windows)
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    try:
-        for indices in _progress(batches, progress, "answering"):
-            inputs = pad_batch(windows, indices, pad_token_id, device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                output = model(**inputs)
-            start_batch = output.start_logits.float().cpu().numpy()
-            end_batch = output.end_logits.float().cpu().numpy()
-            for row, window in enumerate(indices):
-                length = len(windows.input_ids[window])
-                starts[window] = start_batch[row, :length]
-                ends[window] = end_batch[row, :length]
-    finally:
-        model.train(was_training)
-        if head_hook is not None:
-            head_hook.remove()
+    lengths = windows.lengths
+    order = wanted[np.argsort(lengths[wanted], kind="stable")]
+    starts: list[np.ndarray] = [_EMPTY] * len(windows)
+    ends: list[np.ndarray] = [_EMPTY] * len(windows)
+    for first in range(0, len(order), batch_size):
+        indices = order[first : first + batch_size]
+        start_batch, end_batch = engine.logits(pad_windows(windows, indices, pad_token_id, PAD_TO_MULTIPLE))
+        for row, window in enumerate(indices):
+            length = lengths[window]
+            # copies, so that the batch's arrays are freed with the batch
+            starts[window] = start_batch[row, :length].copy()
+            ends[window] = end_batch[row, :length].copy()
+        if progress is not None:
+            progress.update(len(indices))
     return starts, ends
 
 
-def _float32_qa_head(model):
-    """Compute the QA head (hidden size -> 2 logits) in float32 under bf16 autocast.
-
-    The encoder's last layer norm gives float32 hidden states; a bf16 head would round the
-    logits to 8 bits of mantissa (steps of 1/64 near 3) and flip close answers. The head is
-    a sliver of the work. Returns the hook's handle, or None for a model without `qa_outputs`.
-    """
-    head = getattr(model, "qa_outputs", None)
-    if not isinstance(head, torch.nn.Linear):
-        return None
-
-    def float32_output(module, inputs, output):
-        bias = None if module.bias is None else module.bias.float()
-        with torch.autocast(output.device.type, enabled=False):
-            return torch.nn.functional.linear(inputs[0].float(), module.weight.float(), bias)
-
-    return head.register_forward_hook(float32_output)
+_EMPTY = np.empty(0, dtype=np.float32)
 
 
 def decode_examples(
@@ -161,60 +85,76 @@ def decode_examples(
     end_logits: Sequence[np.ndarray],
     settings: QASettings,
     top_k: int = 1,
+    only: Sequence[int] | None = None,
 ) -> list[Decoded]:
-    """Gather each example's windows and decode its ranked answers."""
+    """Gather each example's windows and decode its ranked answers (of the examples `only`
+    names, in that order, when given)."""
     spans = windows.word_offsets if settings.align_to_words else windows.offsets
-    decoded = []
-    for example, group in zip(examples, windows.of_example()):
-        decoded.append(
-            decode(
-                example.context,
-                [start_logits[w] for w in group],
-                [end_logits[w] for w in group],
-                [spans[w] for w in group],
-                n_best=settings.n_best,
-                max_answer_length=settings.answer_length,
-                top_k=top_k,
-            )
+    groups = windows.of_example()
+    return [
+        decode(
+            examples[i].context,
+            [start_logits[w] for w in groups[i]],
+            [end_logits[w] for w in groups[i]],
+            [spans[w] for w in groups[i]],
+            n_best=settings.n_best,
+            max_answer_length=settings.answer_length,
+            top_k=top_k,
         )
-    return decoded
+        for i in (range(len(examples)) if only is None else only)
+    ]
 
 
 @dataclass
 class QAModel:
-    """A question-answering model with its tokenizer and the settings it was trained with."""
+    """A question-answering model: an answering engine, its tokenizer and the settings it was
+    trained with. Every engine answers through the same windows and decoding."""
 
-    model: object
+    engine: Engine
     tokenizer: object
     settings: QASettings
-    bf16: bool = False
 
     @classmethod
     def from_pretrained(
         cls,
         path: str | Path,
         *,
+        engine: str = "auto",
         device: str | None = None,
         bf16: bool | None = None,
         trust_remote_code: bool = False,
     ) -> "QAModel":
-        """Load a model directory written by qatune (or any QA model: default settings then).
+        """Load a model folder written by qatune or `qatune export` (or any QA model: default
+        settings then) with the engine `engine` picks (`qatune.engines.load_engine`).
 
-        bf16=None uses bf16 autocast where the device has fast bf16 units; False keeps float32.
+        bf16=None computes in bf16 where the CPU or GPU has fast bf16 units, re-checking close
+        calls in float32; False keeps float32.
         """
-        target = resolve_device(device)  # before any loading: a bad value fails at once
+        check_engine_name(engine)
         source = locate_model(path)
         settings = read_settings(source) if Path(source).is_dir() else QASettings()
         tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
-        if (Path(source) / ONNX_FILE).is_file():  # written by `qatune export --onnx`
-            from qatune.export import load_onnx_model
+        if Path(source).is_dir():  # config.json read as JSON: loading a transformers config imports torch
+            config = SimpleNamespace(vocab_size=model_vocab_size(source))
+        else:
+            config = load_config(source, trust_remote_code=trust_remote_code)
+        check_tokenizer_fits(tokenizer, config, source)
+        answering = load_engine(
+            source, tokenizer, engine=engine, device=device, bf16=bf16, trust_remote_code=trust_remote_code
+        )
+        model = cls(answering, tokenizer, settings)
+        # the first real question runs at full speed: the engine (and the float32 one that
+        # re-checks its close calls) has prepared itself
+        model.ask("Warm-up?", "A first question sets the engine up.")
+        exact = answering.float32() if answering.recheck_margin > 0 else None
+        if exact is not None:
+            window = make_windows([Example(id="warm-up", question="Warm-up?", context="Ready.")], tokenizer, settings)
+            window_logits(exact, window, pad_token_id=tokenizer.pad_token_id or 0)
+        return model
 
-            check_tokenizer_fits(tokenizer, load_config(source, trust_remote_code=trust_remote_code), source)
-            return cls(load_onnx_model(source), tokenizer, settings, bf16=False)
-        model = load_qa_model(source, trust_remote_code=trust_remote_code)
-        check_tokenizer_fits(tokenizer, model.config, source)
-        model.to(target).eval()
-        return cls(model, tokenizer, settings, bf16=bf16_supported(target) if bf16 is None else bf16)
+    @property
+    def bf16(self) -> bool:
+        return self.engine.precision == "bf16"
 
     def ask(self, question: str, context: str, top_k: int = 1) -> list[Answer]:
         """The `top_k` best answers to one question, best first.
@@ -234,46 +174,67 @@ class QAModel:
         self,
         examples: Iterable[Example],
         *,
-        batch_size: int = 16,
+        batch_size: int = ANSWER_BATCH_SIZE,
         top_k: int = 1,
         progress: bool = False,
         windows: Windows | None = None,
     ) -> list[Decoded]:
         """Ranked answers and the no-answer probability of every example, in order.
 
-        `windows` are the examples' windows when the caller has them already (cut with this
-        model's tokenizer and settings, e.g. from the window cache); None cuts them here.
+        Examples are answered a chunk at a time (windows cut, answered, decoded, let go), so
+        memory stays flat however many there are. `windows` are the examples' windows when
+        the caller has them already (cut with this model's tokenizer and settings, e.g. from
+        the window cache); None cuts them here.
         """
         if batch_size < 1:
             raise SettingsError(f"batch_size must be at least 1, got {batch_size}")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise SettingsError(f"top_k must be a whole number of at least 1 (how many answers to give), got {top_k!r}")
         examples = list(examples)
-        if not examples:
-            return []
-        if windows is None:
-            windows = make_windows(examples, self.tokenizer, self.settings)
-        logits = partial(
-            window_logits, self.model, windows, pad_token_id=self.tokenizer.pad_token_id or 0, batch_size=batch_size
-        )
-        starts, ends = logits(bf16=self.bf16, progress=progress)
+        decoded: list[Decoded] = []
+        bar = _progress_bar(len(examples), progress)
+        try:
+            for first, last in _chunks(examples):
+                chunk = examples[first:last]
+                if windows is None:
+                    chunk_windows = make_windows(chunk, self.tokenizer, self.settings)
+                else:
+                    chunk_windows = _windows_of(windows, first, last)
+                decoded += self._answer(chunk, chunk_windows, batch_size, top_k)
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+        return decoded
+
+    def _answer(self, examples: list[Example], windows: Windows, batch_size: int, top_k: int) -> list[Decoded]:
+        pad_token_id = self.tokenizer.pad_token_id or 0
+        starts, ends = window_logits(self.engine, windows, pad_token_id=pad_token_id, batch_size=batch_size)
         ranked = max(top_k, 2)  # the runner-up tells a close call
         decoded = decode_examples(examples, windows, starts, ends, self.settings, top_k=ranked)
-        close = [i for i, d in enumerate(decoded) if _close_call(d, self.settings.null_threshold)] if self.bf16 else []
-        if close:
-            # bf16 moves logits by a few hundredths: where that could flip the answer, ask again in float32.
-            redo = np.flatnonzero(np.isin(windows.example_index, close))
-            exact_starts, exact_ends = logits(bf16=False, only=redo)
-            for window in redo:
-                starts[window], ends[window] = exact_starts[window], exact_ends[window]
-            decoded = decode_examples(examples, windows, starts, ends, self.settings, top_k=ranked)
+        exact = self.engine.float32() if self.engine.recheck_margin > 0 else None
+        if exact is not None:
+            margin, threshold = self.engine.recheck_margin, self.settings.null_threshold
+            close = [i for i, d in enumerate(decoded) if _close_call(d, threshold, margin)]
+            if close:
+                # less than float32 moves logits a little: where that could flip the answer, ask again in float32.
+                redo = np.flatnonzero(np.isin(windows.example_index, close))
+                exact_starts, exact_ends = window_logits(
+                    exact, windows, pad_token_id=pad_token_id, batch_size=batch_size, only=redo
+                )
+                for window in redo:
+                    starts[window], ends[window] = exact_starts[window], exact_ends[window]
+                redecoded = decode_examples(examples, windows, starts, ends, self.settings, top_k=ranked, only=close)
+                for i, answer in zip(close, redecoded):
+                    decoded[i] = answer
         return [Decoded(d.answers[:top_k], d.null_prob) for d in decoded]
 
     def evaluate(
         self,
         examples: Sequence[Example],
         *,
-        batch_size: int = 16,
+        batch_size: int = ANSWER_BATCH_SIZE,
         progress: bool = False,
         windows: Windows | None = None,
     ) -> Evaluation:
@@ -283,7 +244,7 @@ class QAModel:
         return evaluate_decoded(examples, decoded, self.settings.null_threshold)
 
     def tune_null_threshold(
-        self, examples: Sequence[Example], *, batch_size: int = 16, windows: Windows | None = None
+        self, examples: Sequence[Example], *, batch_size: int = ANSWER_BATCH_SIZE, windows: Windows | None = None
     ) -> Evaluation:
         """Set the no-answer threshold that gives the best F1 on `examples` (dev data), then
         score them with it exactly as `evaluate` would (1.0, always answer, when no example
@@ -303,13 +264,44 @@ class QAModel:
         return self.evaluate(examples, batch_size=batch_size, windows=windows)
 
 
-def _close_call(decoded: Decoded, null_threshold: float) -> bool:
-    """Whether the best answer, or the answer/no-answer decision, is within CLOSE_CALL."""
+def _chunks(examples: Sequence[Example]) -> Iterator[tuple[int, int]]:
+    """(first, last) example ranges of at most CHUNK_EXAMPLES examples and about CHUNK_CHARACTERS
+    characters of context (one example at least)."""
+    first, characters = 0, 0
+    for index, example in enumerate(examples):
+        if index > first and (index - first >= CHUNK_EXAMPLES or characters + len(example.context) > CHUNK_CHARACTERS):
+            yield first, index
+            first, characters = index, 0
+        characters += len(example.context)
+    if first < len(examples):
+        yield first, len(examples)
+
+
+def _windows_of(windows: Windows, first: int, last: int) -> Windows:
+    """The windows of examples first..last-1 (windows come example by example), re-numbered from 0."""
+    lo, hi = np.searchsorted(windows.example_index, [first, last])
+    return _take(windows, range(lo, hi), windows.example_index[lo:hi] - first)
+
+
+def _take(windows: Windows, picked, example_index: np.ndarray) -> Windows:
+    picked = list(picked)
+    return Windows(
+        input_ids=[windows.input_ids[w] for w in picked],
+        token_type_ids=None if windows.token_type_ids is None else [windows.token_type_ids[w] for w in picked],
+        offsets=[windows.offsets[w] for w in picked],
+        word_offsets=[windows.word_offsets[w] for w in picked],
+        example_index=example_index,
+        truncated_questions=windows.truncated_questions,
+    )
+
+
+def _close_call(decoded: Decoded, null_threshold: float, margin: float) -> bool:
+    """Whether the best answer, or the answer/no-answer decision, is within `margin` (a log-ratio)."""
     answers = decoded.answers
-    if len(answers) >= 2 and answers[1].score > 0 and math.log(answers[0].score / answers[1].score) < CLOSE_CALL:
+    if len(answers) >= 2 and answers[1].score > 0 and math.log(answers[0].score / answers[1].score) < margin:
         return True
     if null_threshold < 1.0 and decoded.null_prob > 0:
-        return abs(math.log(decoded.null_prob / null_threshold)) < CLOSE_CALL
+        return abs(math.log(decoded.null_prob / null_threshold)) < margin
     return False
 
 
@@ -333,9 +325,9 @@ def _check_text(name: str, value: object) -> None:
     raise SettingsError(f"the {name} must be valid UTF-8 text, found {found}; pass the {name} as UTF-8 text")
 
 
-def _progress(items, enabled: bool, description: str):
-    if not enabled:
-        return items
+def _progress_bar(total: int, enabled: bool):
+    if not enabled or total == 0:
+        return None
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=description, unit="batch", leave=False)
+    return tqdm(total=total, desc="answering", unit="question", leave=False)

@@ -171,13 +171,17 @@ def check_tokenizer_fits(tokenizer, config, source: str | Path) -> None:
 
 def load_tokenizer(name: str | Path | None, *, trust_remote_code: bool = False):
     """A fast tokenizer (qatune needs its character offsets)."""
-    from transformers import AutoTokenizer
-
     source = locate_model(name)
     if Path(source).is_dir():
         _check_tokenizer_files(Path(source))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        tokenizer_class = _named_tokenizer_class(source) if not trust_remote_code else None
+        if tokenizer_class is not None:  # what AutoTokenizer would pick, without loading the config (and torch)
+            tokenizer = tokenizer_class.from_pretrained(source)
+        else:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise ModelError(_cannot_load("tokenizer", source, error)) from None
     if not getattr(tokenizer, "is_fast", False):
@@ -187,6 +191,45 @@ def load_tokenizer(name: str | Path | None, *, trust_remote_code: bool = False):
             f"that ships a tokenizer.json, or convert the tokenizer with transformers first"
         )
     return tokenizer
+
+
+def _named_tokenizer_class(source: str):
+    """The transformers class a folder's tokenizer_config.json names (`tokenizer_class`), or None.
+
+    AutoTokenizer picks this class first too, but reads config.json on the way, and reading a
+    config imports torch: answering with OpenVINO or ONNX Runtime needs neither."""
+    import json
+
+    import transformers
+
+    file = Path(source) / "tokenizer_config.json"
+    if not file.is_file():
+        return None
+    try:
+        name = json.loads(file.read_text(encoding="utf-8")).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(name, str):
+        return None
+    if name.startswith("Auto"):
+        return None
+    # transformers 4 names the slow class and picks its Fast twin; in 5 both names are the fast one
+    for candidate in (name.removesuffix("Fast") + "Fast", name):
+        found = getattr(transformers, candidate, None)
+        if isinstance(found, type) and hasattr(found, "from_pretrained"):
+            return found
+    return None
+
+
+def model_vocab_size(source: str) -> int | None:
+    """`vocab_size` of a folder's config.json, read as JSON (no transformers config, no torch), or None."""
+    import json
+
+    try:
+        value = json.loads((Path(source) / "config.json").read_text(encoding="utf-8")).get("vocab_size")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def load_qa_model(

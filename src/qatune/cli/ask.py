@@ -27,11 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    options.quiet_libraries()
+    options.quiet_libraries(import_torch=False)
+    options.limit_heap_fragmentation()
     context = args.context if args.context is not None else _read_context(args.context_file)
     model = options.load_model(args)
     answers = model.ask(args.question, context, top_k=args.top_k)
     print(json.dumps([asdict(answer) for answer in answers], indent=2, ensure_ascii=False))
+    options.say_engine(model, args)
     return 0
 
 

@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    options.quiet_libraries()
+    options.quiet_libraries(import_torch=False)
+    options.limit_heap_fragmentation()
     examples = options.read_examples(args.data, args, options.say_on_stderr)
     model = options.load_model(args)
     evaluation = model.evaluate(examples, batch_size=args.batch_size, progress=not args.json)
@@ -33,11 +34,13 @@ def run(args: argparse.Namespace) -> int:
         options.write_json(folder / "predictions.json", evaluation.predictions)
         options.write_json(folder / "na_probs.json", evaluation.na_probs)
     if args.json:
-        print(json.dumps(evaluation.metrics, indent=2))
+        print(json.dumps({**evaluation.metrics, "engine": model.engine.to_dict()}, indent=2))
+        options.say_engine(model, args)
         return 0
     print(f"{args.data}: {len(examples)} questions, SQuAD {evaluation.version} metrics")
     for key, value in evaluation.metrics.items():
         print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
     if args.output:
         print(f"wrote predictions.json and na_probs.json to {args.output}", file=sys.stderr)
+    options.say_engine(model, args)
     return 0

@@ -1,15 +1,19 @@
-"""`qatune export MODEL --onnx [--quantize int8] -o DIR`: write a model as ONNX.
+"""`qatune export MODEL --format onnx|openvino -o DIR [--quantize int8 [--calibration DATA]]`.
 
-    $ qatune export ./qatune-model --onnx --quantize int8 -o ./qatune-onnx --dev dev.json
-    wrote qatune-onnx/model.onnx (int8 weights, opset 20, 22.9 MB) with its tokenizer, config.json and qatune.json
-    checked on dev.json: 24 of 24 answers the same as float32 (100.0%); EM 83.3 (float32 83.3), F1 88.1 (float32 88.1)
+    $ qatune export ./qatune-model --format openvino --quantize int8 --calibration train.json \
+          -o ./qatune-int8 --dev dev.json
+    wrote qatune-int8/model.xml (openvino, int8 weights, 23.9 MB) with its tokenizer, config.json and qatune.json
+    checked on dev.json: 470 of 477 answers the same as float32 (98.5%); EM 30.2 (float32 30.0), F1 40.9 (float32 41.0)
 
-With --dev, the export answers those questions next to the float32 model, records the
-comparison in DIR/qatune.json (`onnx.check`) and warns when it answers fewer of them the same
-than MIN_AGREEMENT allows or loses more F1 than MAX_F1_LOSS (`qatune.export`).
+int8 is calibrated on --calibration's questions (a few hundred of the user's own: the
+training file does). With --dev, the export answers those questions next to the float32
+model, records the comparison in DIR/qatune.json (`engine.check`) and warns when it answers
+fewer of them the same than MIN_AGREEMENT allows or loses more F1 than MAX_F1_LOSS
+(`qatune.export`).
 
 DIR then answers questions like any model folder (`qatune ask DIR ...`, `qatune evaluate
-DIR ...`), through ONNX Runtime on the CPU. Needs `pip install "qatune[onnx]"`.
+DIR ...`), with the export's engine on the CPU. A plain model folder needs no export to be
+fast: `--engine auto` converts it at load.
 """
 
 from __future__ import annotations
@@ -18,21 +22,32 @@ import argparse
 import sys
 
 from qatune.cli import options
-# qatune.export and qatune.settings import torch and onnx only when used: cheap to import here
+from qatune.errors import SettingsError
+# qatune.export and qatune.settings import torch, onnx and openvino only when used: cheap to import here
 from qatune.export import (
-    MAX_F1_LOSS, MIN_AGREEMENT, MIN_OPSET, QUANTIZE_CHOICES, ExportCheck, compare_with_float32, export_onnx,
+    FORMATS, MAX_F1_LOSS, MIN_AGREEMENT, MIN_OPSET, QUANTIZE_CHOICES, ExportCheck, compare_with_float32, export_model,
 )
 from qatune.settings import read_model_card
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model folder written by `qatune train` (with model.safetensors)")
-    parser.add_argument("--onnx", action="store_true", required=True, help="export to ONNX (the only format for now)")
     parser.add_argument(
-        "-o", "--output", required=True, metavar="DIR", help="folder to write model.onnx and its files to"
+        "--format", dest="engine_format", choices=FORMATS,
+        help="onnx: model.onnx for ONNX Runtime (needs qatune[onnx]); openvino: model.xml for OpenVINO",
+    )
+    parser.add_argument("--onnx", action="store_true", help=argparse.SUPPRESS)  # the flag before --format existed
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="DIR", help="folder to write the exported model and its files to"
     )
     parser.add_argument(
-        "--quantize", choices=QUANTIZE_CHOICES, help="int8: dynamic int8 quantization of the weights (default: float32)"
+        "--quantize", choices=QUANTIZE_CHOICES,
+        help="int8: int8 matrix multiplications, calibrated on --calibration (default: float32)",
+    )
+    parser.add_argument(
+        "--calibration", metavar="DATA",
+        help="data file whose questions calibrate openvino int8 and measure which answers to re-check in "
+        "float32 (a few hundred of your own; the training file does); onnx int8 is dynamic",
     )
     parser.add_argument("--opset", type=int, help=f"ONNX opset, at least {MIN_OPSET} (default: the exporter's)")
     parser.add_argument(
@@ -40,21 +55,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="data file with gold answers: compare the export's answers and EM/F1 with the float32 model's; "
         f"warns below {MIN_AGREEMENT:g}%% of the answers the same or more than {MAX_F1_LOSS:g} F1 points lost",
     )
-    options.add_data_reading(parser)
+    options.add_data_reading(parser, format_flag="--data-format")
 
 
 def run(args: argparse.Namespace) -> int:
     options.quiet_libraries()
-    # the dev data is read first: a bad file fails before the export's work
+    engine_format = _format(args)
+    if args.calibration and not args.quantize:
+        raise SettingsError("--calibration: calibration data is for int8; add --quantize int8, or leave --calibration out")
+    # data files are read first: a bad file fails before the export's work
+    calibration = options.read_examples(args.calibration, args, options.say_on_stderr) if args.calibration else None
     dev_examples = options.read_examples(args.dev, args, options.say_on_stderr) if args.dev else None
-    print(f"exporting {args.model} to ONNX ...", file=sys.stderr)
-    path = export_onnx(args.model, args.output, quantize=args.quantize, opset=args.opset)
-    onnx_entry = read_model_card(path.parent)["onnx"]
-    weights = f"{onnx_entry['quantize']} weights" if onnx_entry["quantize"] else "float32 weights"
-    print(
-        f"wrote {path} ({weights}, opset {onnx_entry['opset']}, {_size(path)}) "
-        f"with its tokenizer, config.json and qatune.json"
+    print(f"exporting {args.model} for {engine_format} ...", file=sys.stderr)
+    path = export_model(
+        args.model, args.output, format=engine_format, quantize=args.quantize, calibration=calibration, opset=args.opset
     )
+    entry = read_model_card(path.parent)["engine"]
+    details = [engine_format, f"{entry['precision']} weights"]
+    if "opset" in entry:
+        details.append(f"opset {entry['opset']}")
+    print(f"wrote {path} ({', '.join(details)}, {_size(path)}) with its tokenizer, config.json and qatune.json")
     if dev_examples is not None:
         check = compare_with_float32(args.model, path.parent, dev_examples, data=args.dev, progress=True)
         print(_check_line(check))
@@ -69,6 +89,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _format(args: argparse.Namespace) -> str:
+    if args.onnx and args.engine_format not in (None, "onnx"):
+        raise SettingsError(f"--onnx and --format {args.engine_format} ask for two formats; pass only --format")
+    if args.onnx:
+        return "onnx"
+    if args.engine_format is None:
+        raise SettingsError("--format: expected onnx or openvino (which engine the export is for), found none")
+    return args.engine_format
+
+
 def _check_line(check: ExportCheck) -> str:
     return (
         f"checked on {check.data}: {check.same_answers} of {check.questions} answers the same as float32 "
@@ -78,7 +108,7 @@ def _check_line(check: ExportCheck) -> str:
 
 
 def _size(path) -> str:
-    """Size of model.onnx plus its external weights file, if any, in MB."""
-    data = path.parent / f"{path.name}.data"
-    total = path.stat().st_size + (data.stat().st_size if data.exists() else 0)
+    """Size of the graph plus its weights file (model.bin, model.onnx.data), if any, in MB."""
+    sidecars = [path.with_suffix(".bin"), path.parent / f"{path.name}.data"]
+    total = path.stat().st_size + sum(file.stat().st_size for file in sidecars if file.exists())
     return f"{total / 1e6:.1f} MB" if total >= 100_000 else f"{total / 1e3:.1f} kB"

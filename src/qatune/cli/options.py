@@ -11,9 +11,9 @@ def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
-def add_data_reading(parser: argparse.ArgumentParser) -> None:
+def add_data_reading(parser: argparse.ArgumentParser, format_flag: str = "--format") -> None:
     parser.add_argument(
-        "--format", default="auto", choices=["auto", "squad", "paragraphs", "records"],
+        format_flag, dest="format", default="auto", choices=["auto", "squad", "paragraphs", "records"],
         help="layout of the data file (default: detected)",
     )
     parser.add_argument(
@@ -23,23 +23,41 @@ def add_data_reading(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_loading(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default: 16)")
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
     parser.add_argument("--no-bf16", action="store_true", help="compute in float32 even where bf16 is fast")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument(
+        "--engine", default="auto", choices=["auto", "torch", "onnx", "openvino"],
+        help="what computes the answers (default: auto, the fastest this folder and machine have whose answers "
+        "are float32's: OpenVINO on a CPU, PyTorch on a GPU, the export's own engine for an exported folder)",
+    )
     parser.add_argument(
         "--trust-remote-code", action="store_true", help="allow model code from the model's repository to run"
     )
 
 
 def load_model(args: argparse.Namespace):
+    """The model of `args.model` with the engine `--engine` asks for; says on stderr which engine answers."""
+    import logging
+    import sys
+
     from qatune.inference import QAModel
 
-    return QAModel.from_pretrained(
+    model = QAModel.from_pretrained(
         args.model,
+        engine=args.engine,
         device=args.device,
         bf16=False if args.no_bf16 else None,
         trust_remote_code=args.trust_remote_code,
     )
+    if "torch" in sys.modules:
+        logging.getLogger("torch").setLevel(logging.ERROR)
+    return model
+
+
+def say_engine(model, args: argparse.Namespace) -> None:
+    """The last line on stderr: which engine answered (what `--engine auto` picked)."""
+    say_on_stderr(f"answered with {model.engine.describe()}" + (" (--engine auto)" if args.engine == "auto" else ""))
 
 
 def read_examples(path, args: argparse.Namespace, say=None):
@@ -61,11 +79,39 @@ def say_on_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def quiet_libraries() -> None:
-    """Keep transformers' and accelerate's informational chatter out of the command's output."""
+# Answering allocates buffers of many sizes (every batch shape); glibc keeps freed ones of that
+# size in its heap, where they fragment. Served from mmap instead (and given back when freed),
+# `qatune predict` on 477 SQuAD questions peaked at 524 MiB instead of 690 (batch 8, OpenVINO
+# bf16, Intel Xeon with AMX; BENCHMARKS.md).
+ANSWERING_MMAP_THRESHOLD = 128 * 1024
+
+
+def limit_heap_fragmentation() -> None:
+    """Ask glibc to serve blocks of ANSWERING_MMAP_THRESHOLD bytes or more from mmap (elsewhere: nothing)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = getattr(libc, "mallopt", None)
+    except OSError:
+        return
+    if mallopt is not None:
+        mallopt(-3, ANSWERING_MMAP_THRESHOLD)  # -3: M_MMAP_THRESHOLD
+
+
+def quiet_libraries(import_torch: bool = True) -> None:
+    """Keep transformers' and accelerate's informational chatter out of the command's output.
+
+    Importing torch resets its logger, so torch is imported first; commands that answer pass
+    import_torch=False (OpenVINO answers without torch, in about 200 MB less memory) and
+    `load_model` quiets torch again where an engine imported it.
+    """
     import logging
 
-    import torch  # noqa: F401  (importing torch resets its logger: import it before quieting it)
+    if import_torch:
+        import torch  # noqa: F401
 
     for name in ("transformers", "accelerate", "torch"):
         logging.getLogger(name).setLevel(logging.ERROR)

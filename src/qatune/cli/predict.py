@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    options.quiet_libraries()
+    options.quiet_libraries(import_torch=False)
+    options.limit_heap_fragmentation()
     from qatune.evaluation import official_predictions
 
     examples = options.read_examples(args.data, args, options.say_on_stderr)
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         options.write_json(args.details, _details(examples, decoded))
     unanswered = sum(1 for text in predictions.values() if not text)
     print(f"wrote {len(predictions)} predictions to {args.output} ({unanswered} answered 'no answer')", file=sys.stderr)
+    options.say_engine(model, args)
     return 0
 
 

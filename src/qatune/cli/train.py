@@ -135,16 +135,16 @@ def _untrained_metrics(arguments, dev_examples) -> dict:
     """Dev metrics of the base model with its fresh, seeded QA head: the baseline to beat."""
     from accelerate.utils import set_seed
 
-    from qatune.inference import QAModel, bf16_supported
+    from qatune.engines import engine_for_model
+    from qatune.inference import QAModel
     from qatune.modeling import check_tokenizer_fits, load_qa_model, load_tokenizer
 
     set_seed(arguments.seed)
     model = load_qa_model(arguments.model, trust_remote_code=arguments.trust_remote_code)
     tokenizer = load_tokenizer(arguments.model, trust_remote_code=arguments.trust_remote_code)
     check_tokenizer_fits(tokenizer, model.config, str(arguments.model))
-    device = next(model.parameters()).device
-    use_bf16 = bf16_supported(device) if arguments.bf16 is None else arguments.bf16
-    return QAModel(model.eval(), tokenizer, arguments.settings, bf16=use_bf16).evaluate(dev_examples).metrics
+    engine = engine_for_model(model.eval(), tokenizer, bf16=arguments.bf16)
+    return QAModel(engine, tokenizer, arguments.settings).evaluate(dev_examples).metrics
 
 
 def _printer(args):

@@ -1,0 +1,67 @@
+"""What every answering engine does: start and end logits for a padded batch of windows.
+
+An engine takes the arrays of `qatune.batching.pad_windows` (int64 `input_ids`,
+`attention_mask` and, where the tokenizer makes them, `token_type_ids`, all of shape
+(batch, length)) and returns two float32 arrays of that shape. It knows nothing of questions,
+windows or decoding: `qatune.inference.QAModel` does that, the same way for every engine.
+
+An engine that computes in less than float32 (bf16, int8) moves logits by a little. Where
+two answers are closer than `recheck_margin` (a log-probability ratio), `QAModel` asks its
+`float32()` twin again, so that such an engine gives the answers float32 gives.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+PRECISIONS = ("float32", "bf16", "int8")
+# Answers whose probabilities are within this log-ratio (about 5%) of each other are close
+# calls: bf16 rounding moves logits by up to ~0.15 and can swap them. Re-checked in float32.
+BF16_RECHECK_MARGIN = 0.05
+
+
+class Engine(ABC):
+    """Start/end logits of padded batches of windows, by one runtime at one precision."""
+
+    name: str = ""  # "torch", "onnx" or "openvino"
+    precision: str = "float32"  # one of PRECISIONS
+    recheck_margin: float = 0.0  # > 0: close calls within this log-ratio are asked again in float32
+
+    @property
+    @abstractmethod
+    def input_names(self) -> tuple[str, ...]:
+        """The inputs the engine takes, e.g. ("input_ids", "attention_mask")."""
+
+    @abstractmethod
+    def logits(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end logits, float32, shape (batch, length) like `inputs["input_ids"]`."""
+
+    def float32(self) -> "Engine | None":
+        """The same model computing in float32 (self when it does already), or None where this
+        engine has no float32 form (an int8 export without its float32 graph)."""
+        return self if self.precision == "float32" else None
+
+    def describe(self) -> str:
+        """A short text for logs and `--json`, e.g. 'openvino bf16, close calls re-checked in float32'."""
+        text = f"{self.name} {self.precision}"
+        if self.recheck_margin > 0:
+            text += ", close calls re-checked in float32"
+        return text
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "precision": self.precision, "recheck_close_calls": self.recheck_margin > 0}
+
+
+def check_inputs(engine: Engine, inputs: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
+    """The inputs the engine takes, or a ModelError when the tokenizer made other ones."""
+    from qatune.errors import ModelError
+
+    names = engine.input_names
+    if set(inputs) != set(names):
+        raise ModelError(
+            f"{where}: the model takes {sorted(names)}, but the tokenizer gave {sorted(inputs)}; "
+            f"use the tokenizer saved with the model"
+        )
+    return {name: inputs[name] for name in names}

@@ -1,0 +1,164 @@
+"""The answering engines: one interface, the same logits as PyTorch float32, `auto`'s choice,
+the conversion cache, exported folders, and what a user is told when an engine cannot answer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import qatune.engines as engines
+from qatune.batching import pad_windows
+from qatune.data import load_examples
+from qatune.engines.openvino_engine import OpenVinoEngine
+from qatune.errors import ModelError, SettingsError
+from qatune.export import export_model
+from qatune.features import make_windows
+from qatune.inference import QAModel
+
+from conftest import TINY_QA
+
+FLOAT32_TOLERANCE = 1e-4  # OpenVINO's float32 kernels sum in another order than PyTorch's
+
+
+@pytest.fixture(scope="module")
+def examples():
+    return load_examples(TINY_QA)
+
+
+def batches_of_every_shape(model: QAModel, examples):
+    """Padded batches of 1, 3 and all windows: other batch sizes, lengths and padding."""
+    windows = make_windows(examples, model.tokenizer, model.settings)
+    pad = model.tokenizer.pad_token_id or 0
+    return [pad_windows(windows, indices, pad) for indices in ([0], [0, 5, 9], list(range(len(windows))))]
+
+
+@pytest.mark.parametrize("engine", ["openvino", "onnx"])
+def test_every_engine_gives_the_logits_of_pytorch_float32(engine, tiny_model, examples):
+    reference = QAModel.from_pretrained(tiny_model, engine="torch", bf16=False)
+    other = QAModel.from_pretrained(tiny_model, engine=engine, bf16=False)
+
+    assert (other.engine.name, other.engine.precision) == (engine, "float32")
+    for batch in batches_of_every_shape(reference, examples):
+        mask = batch["attention_mask"].astype(bool)
+        for expected, found in zip(reference.engine.logits(batch), other.engine.logits(batch)):
+            assert found.dtype == np.float32 and found.shape == expected.shape
+            assert np.abs(found[mask] - expected[mask]).max() < FLOAT32_TOLERANCE
+    answers = [[(a.text, a.start, a.end) for a in d.answers] for d in other.predict(examples)]
+    assert answers == [[(a.text, a.start, a.end) for a in d.answers] for d in reference.predict(examples)]
+
+
+def test_auto_answers_with_openvino_on_a_cpu_and_torch_without_it(tiny_bert, monkeypatch):
+    assert QAModel.from_pretrained(tiny_bert).engine.name == "openvino"
+    assert QAModel.from_pretrained(tiny_bert, bf16=False).engine.describe() == "openvino float32"
+
+    monkeypatch.setattr(engines, "_installed", lambda module: False)
+    assert QAModel.from_pretrained(tiny_bert).engine.name == "torch"
+
+
+def test_auto_falls_back_to_torch_when_openvino_cannot_convert(tiny_bert, tmp_path, monkeypatch):
+    def refuse(model, tokenizer):
+        raise RuntimeError("unsupported operation")
+
+    monkeypatch.setenv("QATUNE_CACHE", str(tmp_path))  # nothing converted yet
+    monkeypatch.setattr("qatune.engines.openvino_engine.convert_torch_model", refuse)
+
+    assert QAModel.from_pretrained(tiny_bert).engine.name == "torch"
+    with pytest.raises(ModelError, match=r"OpenVINO cannot convert this model \(BertForQuestionAnswering\): unsupported"):
+        QAModel.from_pretrained(tiny_bert, engine="openvino")
+
+
+def test_a_converted_model_is_cached_by_the_content_of_its_weights(tiny_bert, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("QATUNE_CACHE", str(tmp_path / "cache"))
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_bert, copy)
+    conversions = []
+    real = engines._convert
+    monkeypatch.setattr(engines, "_convert", lambda *a: conversions.append(a[2]) or real(*a))
+
+    QAModel.from_pretrained(tiny_bert, engine="openvino")
+    QAModel.from_pretrained(copy, engine="openvino")  # a copy has the same content: no conversion
+    assert conversions == [str(tiny_bert)]
+    assert len(list((tmp_path / "cache" / "openvino").iterdir())) == 1
+
+    (copy / "config.json").write_text((copy / "config.json").read_text().replace("}", ', "note": 1}', 1))
+    QAModel.from_pretrained(copy, engine="openvino")  # other content: its own entry
+    assert conversions == [str(tiny_bert), str(copy)]
+
+
+def test_an_openvino_export_answers_like_float32_and_records_its_engine(tiny_distilbert, tmp_path, examples):
+    graph = export_model(tiny_distilbert, tmp_path / "ov", format="openvino")
+    reference = QAModel.from_pretrained(tiny_distilbert, engine="torch", bf16=False).predict(examples)
+
+    exported = QAModel.from_pretrained(graph.parent, bf16=False)
+
+    assert graph.name == "model.xml" and (graph.parent / "model.bin").is_file()
+    assert json.loads((graph.parent / "qatune.json").read_text())["engine"] == {"name": "openvino", "precision": "float32"}
+    assert exported.engine.describe() == "openvino float32"
+    assert [d.answers[0].text for d in exported.predict(examples)] == [d.answers[0].text for d in reference]
+    with pytest.raises(ModelError, match=r"this folder is a openvino export, which only the openvino engine answers"):
+        QAModel.from_pretrained(graph.parent, engine="torch")
+
+
+def test_an_int8_openvino_export_rechecks_its_close_calls_in_float32(tiny_bert, tmp_path, examples):
+    pytest.importorskip("nncf")
+    graph = export_model(tiny_bert, tmp_path / "int8", format="openvino", quantize="int8", calibration=examples)
+    card = json.loads((graph.parent / "qatune.json").read_text())["engine"]
+
+    model = QAModel.from_pretrained(graph.parent)
+
+    assert card["precision"] == "int8" and card["quantization"]["method"] == "static"
+    assert (graph.parent / "float32" / "model.xml").is_file()
+    assert model.engine.precision == "int8" and model.engine.recheck_margin == card["quantization"]["recheck_margin"]
+    assert model.engine.float32() is not None and model.engine.float32().precision == "float32"
+    assert len(model.predict(examples)) == len(examples)
+
+
+def test_engine_names_and_devices_are_checked(tiny_bert):
+    with pytest.raises(SettingsError, match=r"engine must be one of auto, torch, onnx, openvino, got 'tensorrt'"):
+        QAModel.from_pretrained(tiny_bert, engine="tensorrt")
+
+
+def test_an_engine_refuses_inputs_its_graph_does_not_take(tiny_distilbert):
+    engine = QAModel.from_pretrained(tiny_distilbert, engine="openvino", bf16=False).engine
+    ids = np.array([[2, 3]], dtype=np.int64)
+    with pytest.raises(ModelError, match=r"the model takes \['attention_mask', 'input_ids'\], but the tokenizer gave"):
+        engine.logits({"input_ids": ids, "attention_mask": ids, "token_type_ids": ids})
+    assert isinstance(engine, OpenVinoEngine)
+
+
+def test_cli_says_which_engine_answers(tiny_bert):
+    completed = subprocess.run(
+        [sys.executable, "-m", "qatune", "ask", str(tiny_bert), "-q", "Who?", "-c", "Ada wrote it.", "--no-bf16"],
+        capture_output=True, text=True,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stderr.endswith("answered with openvino float32 (--engine auto)\n")
+    forced = subprocess.run(
+        [sys.executable, "-m", "qatune", "ask", str(tiny_bert), "-q", "Who?", "-c", "Ada wrote it.", "--engine", "torch"],
+        capture_output=True, text=True,
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert forced.stderr.endswith("answered with torch bf16, close calls re-checked in float32\n")
+    # bf16 against float32, other kernels: the same answer, the score within bf16's noise
+    ours, theirs = json.loads(forced.stdout), json.loads(completed.stdout)
+    assert [(a["text"], a["start"], a["end"]) for a in ours] == [(a["text"], a["start"], a["end"]) for a in theirs]
+    assert ours[0]["score"] == pytest.approx(theirs[0]["score"], rel=0.05)
+
+
+def test_a_converted_model_answers_without_importing_torch(tiny_bert):
+    """torch is ~200 MB of memory that OpenVINO does not need, once the conversion is cached."""
+    QAModel.from_pretrained(tiny_bert)  # converts and caches (needs torch)
+    script = (
+        "import sys; from qatune import QAModel; "
+        f"model = QAModel.from_pretrained({str(tiny_bert)!r}); model.ask('Who?', 'Ada wrote it.'); "
+        "print(model.engine.name, 'torch' in sys.modules)"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == ["openvino", "False"]

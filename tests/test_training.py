@@ -17,7 +17,17 @@ from qatune.errors import SettingsError
 from qatune.files import current_umask
 from qatune.inference import QAModel
 from qatune.settings import QASettings
-from qatune.training import TrainingArguments, auto_epochs, length_grouped_batches, train
+from qatune import features
+from qatune.batching import pad_windows
+from qatune.modeling import load_qa_model, load_tokenizer
+from qatune.training import (
+    TrainingArguments,
+    _pad_to_multiple,
+    _token_ids_only,
+    auto_epochs,
+    length_grouped_batches,
+    train,
+)
 
 from conftest import TINY_QA
 
@@ -70,12 +80,12 @@ def test_plain_transformers_gives_the_logits_qatune_uses(overfitted, tiny_exampl
     from qatune.inference import window_logits
 
     _, output = overfitted
-    qa_model = QAModel.from_pretrained(output, bf16=False)
+    qa_model = QAModel.from_pretrained(output, engine="torch", bf16=False)
     plain_model = AutoModelForQuestionAnswering.from_pretrained(output).eval()
     plain_tokenizer = AutoTokenizer.from_pretrained(output)
     example = tiny_examples[0]
     windows = make_windows([example], qa_model.tokenizer, qa_model.settings)
-    starts, ends = window_logits(qa_model.model, windows, pad_token_id=0)
+    starts, ends = window_logits(qa_model.engine, windows, pad_token_id=0)
     encoded = plain_tokenizer(example.question, example.context, return_tensors="pt")
     with torch.no_grad():
         output_logits = plain_model(**encoded)
@@ -444,3 +454,45 @@ def test_length_grouped_batches_cover_every_item_once_and_depend_only_on_the_see
 def test_auto_epochs_give_small_data_enough_steps():
     assert auto_epochs(steps_per_epoch=5) == 20
     assert auto_epochs(steps_per_epoch=1000) == 2
+
+
+def test_training_batches_are_padded_to_a_multiple_of_32_tokens_within_max_seq_length():
+    def padded_length(length: int, max_seq_length: int = 384) -> int:
+        batch = {"input_ids": np.ones((2, length), np.int64), "attention_mask": np.ones((2, length), np.int64)}
+        return _pad_to_multiple(batch, 0, dataclasses.replace(WINDOWS, max_seq_length=max_seq_length))["input_ids"].shape[1]
+
+    assert [padded_length(n) for n in (1, 32, 33, 200, 370, 384)] == [32, 32, 64, 224, 384, 384]
+    assert padded_length(40, max_seq_length=48) == 48
+    assert padded_length(60, max_seq_length=48) == 60  # longer than max_seq_length: left as it is
+
+
+def test_padding_to_a_multiple_changes_no_logit(tiny_bert, tiny_examples):
+    tokenizer, model = load_tokenizer(str(tiny_bert)), load_qa_model(str(tiny_bert)).eval()
+    windows = features.make_windows(tiny_examples, tokenizer, WINDOWS)
+    batch = pad_windows(windows, [0, 1, 2], tokenizer.pad_token_id)
+    padded = _pad_to_multiple(batch, tokenizer.pad_token_id, dataclasses.replace(WINDOWS, max_seq_length=64))
+    length = batch["input_ids"].shape[1]
+    assert padded["input_ids"].shape[1] == 32 * -(-length // 32) > length
+    assert (padded["input_ids"][:, length:] == tokenizer.pad_token_id).all() and not padded["attention_mask"][:, length:].any()
+    with torch.no_grad():
+        plain = model(**{name: torch.from_numpy(array) for name, array in batch.items()})
+        wider = model(**{name: torch.from_numpy(array) for name, array in padded.items()})
+    mask = torch.from_numpy(batch["attention_mask"]).bool()
+    for name in ("start_logits", "end_logits"):
+        torch.testing.assert_close(getattr(wider, name)[:, :length][mask], getattr(plain, name)[mask])
+
+
+def test_windows_tokenized_in_chunks_equal_those_made_at_once(tiny_bert, tiny_examples, monkeypatch):
+    tokenizer = load_tokenizer(str(tiny_bert))
+    whole = features.make_windows(tiny_examples, tokenizer, WINDOWS)
+    monkeypatch.setattr(features, "TOKENIZE_CHUNK", 2)
+    assert len(tiny_examples) > 2
+    chunked = features.cached_windows(tiny_examples, tokenizer, WINDOWS, cache_dir=None)
+    for name in ("input_ids", "token_type_ids", "offsets", "word_offsets"):
+        assert len(getattr(chunked, name)) == len(getattr(whole, name))
+        assert all((a == b).all() for a, b in zip(getattr(chunked, name), getattr(whole, name)))
+    assert chunked.example_index.tolist() == whole.example_index.tolist()
+    assert chunked.truncated_questions == whole.truncated_questions
+    compact = _token_ids_only(whole)
+    assert [ids.tolist() for ids in compact.input_ids] == [ids.tolist() for ids in whole.input_ids]
+    assert compact.lengths.tolist() == whole.lengths.tolist()

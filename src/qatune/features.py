@@ -34,6 +34,9 @@ from qatune.files import with_default_permissions
 from qatune.settings import QASettings
 
 NOT_CONTEXT = -1
+# Examples tokenized at a time by `cached_windows`: the tokenizer answers with Python lists
+# (ids, offset tuples, word ids) several times the size of the windows made from them.
+TOKENIZE_CHUNK = 1000
 
 
 @dataclass
@@ -221,16 +224,33 @@ def cached_windows(examples: Sequence[Example], tokenizer, settings: QASettings,
     window settings, so a second run on the same data (a resume, another learning rate) does
     not tokenize again. `cache_dir=None` turns the cache off."""
     if cache_dir is None:
-        return make_windows(examples, tokenizer, settings)
+        return _make_windows_in_chunks(examples, tokenizer, settings)
     path = Path(cache_dir) / f"windows-{_cache_key(examples, tokenizer, settings)}.npz"
     if path.is_file():
         try:
             return _load_windows(path, len(examples))
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             path.unlink(missing_ok=True)  # a damaged or inconsistent cache file is rebuilt
-    windows = make_windows(examples, tokenizer, settings)
+    windows = _make_windows_in_chunks(examples, tokenizer, settings)
     _save_windows(windows, path)
     return windows
+
+
+def _make_windows_in_chunks(examples: Sequence[Example], tokenizer, settings: QASettings) -> Windows:
+    """`make_windows`, TOKENIZE_CHUNK examples at a time (the same windows): for 42,834 questions
+    at once, the tokenizer's lists took RSS from 0.46 to 2.4 GB (3.1 GB peak); in chunks, to 0.8 GB."""
+    if len(examples) <= TOKENIZE_CHUNK:
+        return make_windows(examples, tokenizer, settings)
+    starts = range(0, len(examples), TOKENIZE_CHUNK)
+    parts = [make_windows(examples[begin : begin + TOKENIZE_CHUNK], tokenizer, settings) for begin in starts]
+    return Windows(
+        input_ids=[ids for part in parts for ids in part.input_ids],
+        token_type_ids=None if parts[0].token_type_ids is None else [t for part in parts for t in part.token_type_ids],
+        offsets=[offsets for part in parts for offsets in part.offsets],
+        word_offsets=[offsets for part in parts for offsets in part.word_offsets],
+        example_index=np.concatenate([part.example_index + begin for part, begin in zip(parts, starts)]),
+        truncated_questions=sum(part.truncated_questions for part in parts),
+    )
 
 
 def _cache_key(examples: Sequence[Example], tokenizer, settings: QASettings) -> str:

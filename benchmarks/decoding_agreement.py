@@ -84,12 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     wanted = {q["id"] for q in gold}
     examples = [e for e in load_examples(args.data) if e.id in wanted]
 
-    exact = QAModel.from_pretrained(args.model, bf16=False)
-    fast = QAModel.from_pretrained(args.model, bf16=True)
+    exact = QAModel.from_pretrained(args.model, engine="torch", bf16=False)
+    fast = QAModel.from_pretrained(args.model, engine="torch", bf16=True)
     windows = make_windows(examples, exact.tokenizer, exact.settings)
     pad = exact.tokenizer.pad_token_id or 0
-    starts, ends = window_logits(exact.model, windows, pad_token_id=pad)
-    bf16_starts, bf16_ends = window_logits(fast.model, windows, pad_token_id=pad, bf16=True)
+    starts, ends = window_logits(exact.engine, windows, pad_token_id=pad)
+    bf16_starts, bf16_ends = window_logits(fast.engine, windows, pad_token_id=pad)
     token_spans = type(exact.settings)(**{**exact.settings.to_dict(), "align_to_words": False})
 
     rows = {

@@ -2,8 +2,9 @@
 
 Two subcommands, each writing one JSON file:
 
-- `peak`: the best rate of a square matrix product (2048 x 2048 by default) in float32 and
-  in bf16, with torch, best of a few repeats: the ceilings that model FLOPs utilization is
+- `peak`: the best rate of a square matrix product (2048 x 2048 by default) in float32, in
+  bf16 and in int8 (`torch._int_mm`, int32 accumulation; None where torch has none on this
+  CPU), with torch, best of a few repeats: the ceilings that model FLOPs utilization is
   measured against.
 - `count`: the model's parameters (all, embeddings, the rest) and the real, unpadded tokens
   of the windows each side works on: the reference Trainer's windows (run_qa-style), qatune's
@@ -16,7 +17,7 @@ their weighted sum add 4 x layers x hidden x length^2 per window forward (12 x .
 training). Only real tokens count: padding is work done, not work wanted.
 
     python benchmarks/flops.py peak --output /tmp/peak.json
-    # float32 352 GFLOP/s, bf16 1187 GFLOP/s (2048 x 2048, best of 10)
+    # float32 352 GFLOP/s, bf16 1187 GFLOP/s, int8 <rate> GOP/s (2048 x 2048, best of 10)
     >>> training_flops({"tokens": 1000, "squared_lengths": 40000},
     ...                {"non_embedding": 10, "layers": 2, "hidden": 4})
     {'dense': 60000.0, 'attention': 3840000.0, 'total': 3900000.0}
@@ -64,12 +65,33 @@ def matmul_rate(size: int, dtype, repeats: int) -> float:
     a = torch.randn(size, size).to(dtype)
     b = torch.randn(size, size).to(dtype)
     torch.mm(a, b)  # first call: kernel selection, memory
+    return 2 * size**3 / _best_seconds(lambda: torch.mm(a, b), repeats)
+
+
+def _best_seconds(run, repeats: int) -> float:
+    """The shortest of `repeats` timed calls of `run`."""
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
-        torch.mm(a, b)
+        run()
         best = min(best, time.perf_counter() - started)
-    return 2 * size**3 / best
+    return best
+
+
+def int8_matmul_rate(size: int, repeats: int) -> float | None:
+    """Best int8 x int8 -> int32 rate (`torch._int_mm`, operations per second), or None where
+    this torch build has no CPU int8 matrix product: the ceiling of the int8 rows."""
+    import torch
+
+    if not hasattr(torch, "_int_mm"):
+        return None
+    a = torch.randint(-128, 127, (size, size), dtype=torch.int8)
+    b = torch.randint(-128, 127, (size, size), dtype=torch.int8)
+    try:
+        torch._int_mm(a, b)
+    except RuntimeError:
+        return None
+    return 2 * size**3 / _best_seconds(lambda: torch._int_mm(a, b), repeats)
 
 
 def peak(size: int, repeats: int) -> dict:
@@ -82,6 +104,7 @@ def peak(size: int, repeats: int) -> dict:
         "repeats": repeats,
         "float32_flops": matmul_rate(size, torch.float32, repeats),
         "bf16_flops": matmul_rate(size, torch.bfloat16, repeats),
+        "int8_flops": int8_matmul_rate(size, repeats),
     }
 
 
@@ -157,7 +180,7 @@ def count(model_dir: Path, train: Path | None, dev: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    peak_parser = commands.add_parser("peak", help="matrix-product ceilings, float32 and bf16")
+    peak_parser = commands.add_parser("peak", help="matrix-product ceilings, float32, bf16 and int8")
     peak_parser.add_argument("--size", type=int, default=2048)
     peak_parser.add_argument("--repeats", type=int, default=10)
     count_parser = commands.add_parser("count", help="parameters and real tokens of the windows")
@@ -170,8 +193,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "peak":
         result = peak(args.size, args.repeats)
+        int8 = result["int8_flops"]
         line = (f"float32 {result['float32_flops'] / 1e9:.0f} GFLOP/s, bf16 "
-                f"{result['bf16_flops'] / 1e9:.0f} GFLOP/s ({args.size} x {args.size}, "
+                f"{result['bf16_flops'] / 1e9:.0f} GFLOP/s, int8 "
+                f"{'n/a' if int8 is None else f'{int8 / 1e9:.0f} GOP/s'} ({args.size} x {args.size}, "
                 f"best of {args.repeats})")
     else:
         result = count(args.model, args.train, args.dev)

@@ -10,8 +10,11 @@ subprocess, one after the other (never two at once, so that none slows another):
    `qatune train` with its own defaults. Every model is scored on dev.json by `squad_v1.py`;
 3. inference, on the model qatune trained with the same hyperparameters: the transformers 4.x
    pipeline (`reference_pipeline.py`, in its own environment) against qatune
-   (`qatune_inference.py`): PyTorch with bf16 autocast (`qatune predict`'s default), PyTorch
-   float32 and, where `qatune export` exists, ONNX float32 and ONNX int8;
+   (`qatune_inference.py`), one row per answering engine and precision: the default engine
+   (`auto`, what users get), PyTorch float32 (the reference for "the same answers") and bf16
+   autocast, OpenVINO float32 and int8, ONNX Runtime float32 and int8 (int8: `qatune export
+   --format openvino --quantize int8 --calibration train.json`; ONNX int8 is dynamic); an engine that is not installed,
+   or that this qatune lacks, gives a row that says why it was skipped; then `qatune predict`;
 4. the matmul peaks once more: the better of the two measurements counts.
 
 The results go to `<work>/results.json`, the Markdown table to `<work>/results.md` and to
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -65,9 +69,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--pipeline-batch-size", type=int, default=1,
                         help="the pipeline's own default, and its fastest on 2 cores (batch 16 pads every question to the longest of 16)")
-    parser.add_argument("--qatune-batch-size", type=int, default=16, help="qatune's default")
+    parser.add_argument("--qatune-batch-size", type=int, default=8, help="qatune's default")
     parser.add_argument("--latency-questions", type=int, default=100, metavar="N")
-    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX rows")
+    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime rows (= --skip-engine onnx)")
+    parser.add_argument("--skip-engine", action="append", choices=ENGINES, default=[], metavar="ENGINE",
+                        help="skip the rows of this engine (torch, onnx, openvino; repeatable); engines "
+                             "that are not installed are skipped anyway, each row saying why")
     parser.add_argument("--inference-model", type=Path,
                         help="with --skip-train: a model folder for the inference comparison")
     parser.add_argument("--skip-train", action="store_true", help="inference only")
@@ -90,19 +97,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.inference_model = args.inference_model.resolve()
     if args.model not in ("minilm", "distilbert"):
         args.model = str(Path(args.model).resolve())
+    if args.no_onnx and "onnx" not in args.skip_engine:
+        args.skip_engine.append("onnx")
     return args
 
 
+def cpu_info(text: str) -> dict:
+    """Model name and matrix-unit flags (`report.MATRIX_FLAGS` present) from /proc/cpuinfo text.
+
+        >>> cpu_info("model name\\t: Xeon\\nflags\\t\\t: fpu avx2 amx_bf16 avx512f\\n")
+        {'cpu': 'Xeon', 'matrix_flags': ['amx_bf16', 'avx512f', 'avx2']}
+    """
+    cpu, flags = None, None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and cpu is None:
+            cpu = value.strip()
+        elif key.strip() == "flags" and flags is None:
+            flags = set(value.split())
+    return {"cpu": cpu or platform.processor() or "unknown CPU",
+            "matrix_flags": None if flags is None else [f for f in report.MATRIX_FLAGS if f in flags]}
+
+
 def machine() -> dict:
-    """What the figures were measured on (torch and transformers versions come from the steps)."""
-    cpu = platform.processor()
+    """What the figures were measured on: the CPU, its cores and matrix units (torch and
+    transformers versions come from the steps)."""
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(),
+        info = cpu_info(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        info = {"cpu": platform.processor() or "unknown CPU", "matrix_flags": None}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    versions = {}  # of this environment (the training steps confirm transformers'; the pipeline's is its own)
+    for package in ("transformers", "qatune", "onnxruntime", "openvino"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {**info, "cores": cores, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), **versions,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
@@ -221,8 +253,48 @@ def qatune_predict(steps: Steps, model: Path, dev: Path, output: Path, name: str
 # ---------------------------------------------------------------------------------------
 # Inference
 # ---------------------------------------------------------------------------------------
+ENGINES = ("torch", "onnx", "openvino")
+# Row key -> (label, engine, precision flag of qatune_inference.py, export: None or its format).
+# Float32 and bf16 rows answer with the folder `qatune train` wrote (`--engine` converts it and
+# caches the conversion); int8 rows with a folder `qatune export --quantize int8` wrote.
+INFERENCE_ROWS = {
+    "qatune_auto": ("qatune default (`--engine auto`)", "auto", None, None),
+    "torch_float32": ("qatune, PyTorch float32", "torch", "--no-bf16", None),
+    "torch_bf16": ("qatune, PyTorch bf16 autocast", "torch", "--bf16", None),
+    "openvino_float32": ("qatune, OpenVINO float32", "openvino", "--no-bf16", None),
+    "openvino_int8": ("qatune, OpenVINO int8", "openvino", None, "openvino"),
+    "onnx_float32": ("qatune, ONNX Runtime float32", "onnx", "--no-bf16", None),
+    "onnx_int8": ("qatune, ONNX Runtime int8", "onnx", None, "onnx"),
+}
+ENGINE_PACKAGES = {"onnx": "onnxruntime", "openvino": "openvino"}
+
+
+def has_engines() -> bool:
+    """Whether this qatune answers with several engines (`qatune.engines`, `--engine`)."""
+    try:
+        return importlib.util.find_spec("qatune.engines") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def skip_reason(args, engine: str) -> str | None:
+    """Why the rows of `engine` are not run, or None."""
+    if engine in args.skip_engine:
+        return "--no-onnx" if engine == "onnx" and args.no_onnx else f"--skip-engine {engine}"
+    if engine in ("auto", "torch"):
+        return None
+    if not has_engines():
+        return "this qatune has no answering engines yet (`QAModel.from_pretrained(engine=...)`, `--engine`)"
+    package = ENGINE_PACKAGES[engine]
+    if importlib.util.find_spec(package) is None:
+        return f"{package} is not installed (`pip install {package}`)"
+    return None
+
+
 def pipeline(args, steps: Steps, model: Path, dev: Path, ctx: dict) -> dict:
-    python = steps.run("reference-env", ["bash", str(HERE / "setup_reference_env.sh")])["stdout"].strip()
+    # The reference environment shares torch with the python running this benchmark.
+    python = steps.run("reference-env", ["env", f"PYTHON={sys.executable}", "bash",
+                                         str(HERE / "setup_reference_env.sh")])["stdout"].strip()
     output = args.work / "inference" / "pipeline.json"
     step = steps.run("pipeline", [python, str(HERE / "reference_pipeline.py"), "--model", str(model),
                                   "--data", str(dev), "--batch-size", str(args.pipeline_batch_size),
@@ -231,43 +303,90 @@ def pipeline(args, steps: Steps, model: Path, dev: Path, ctx: dict) -> dict:
     result = read_json(output)
     return {**report.inference_row(
         f"transformers {result['versions']['transformers']} pipeline (batch {args.pipeline_batch_size})",
-        result, peak_rss_mib=step["peak_rss_mib"], flops=ctx["inference_flops"], agreement=None),
+        result, peak_rss_mib=step["peak_rss_mib"], flops=ctx["inference_flops"]),
         "raw": result}
 
 
 def qatune_inference(args, steps: Steps, model: Path, dev: Path, name: str, label: str,
-                     ctx: dict, no_bf16: bool = False) -> dict:
+                     ctx: dict, extra: list[str]) -> dict:
+    """One qatune row: `qatune_inference.py` with `extra` flags (engine, precision). A model
+    folder that the engine converts is loaded once first (`--load-only`: conversion, cached),
+    so that the timed run is a user's second run; a failed step gives a skipped row."""
     output = args.work / "inference" / f"{name}.json"
     command = [sys.executable, str(HERE / "qatune_inference.py"), "--model", str(model),
                "--data", str(dev), "--batch-size", str(args.qatune_batch_size),
-               "--latency-questions", str(args.latency_questions), "--output", str(output)]
-    step = steps.run(name, command + (["--no-bf16"] if no_bf16 else []))
+               "--latency-questions", str(args.latency_questions), "--output", str(output)] + extra
+    first_load = None
+    try:
+        if "torch" not in extra and folder_engine(model) == "torch":
+            load_output = args.work / "inference" / f"{name}.load.json"
+            steps.run(f"{name}-load", _replace_output(command, load_output) + ["--load-only"])
+            first_load = read_json(load_output)["load_s"]
+        step = steps.run(name, command)
+    except StepFailed as failure:
+        return {"label": label, "skipped": f"failed: {failure.summary}"}
     result = read_json(output)
-    pipe = ctx["pipeline_predictions"]
-    agree = agreement(read_json(result["predictions_file"]), pipe) if pipe is not None else None
     return {**report.inference_row(
         f"{label} (batch {args.qatune_batch_size})", result, peak_rss_mib=step["peak_rss_mib"],
-        flops=ctx["inference_flops"], agreement=agree), "raw": result}
+        flops=ctx["inference_flops"]),
+        # auto may resolve to torch (no openvino): then nothing was converted
+        "first_load_s": first_load if result.get("engine", {}).get("name") != "torch" else None,
+        "raw": result}
 
 
-def onnx_rows(args, steps: Steps, model: Path, dev: Path, ctx: dict) -> dict:
-    """ONNX float32 and int8 rows, or why they were skipped."""
-    labels = {"onnx_float32": "qatune, ONNX Runtime float32", "onnx_int8": "qatune, ONNX Runtime int8"}
-    if args.no_onnx:
-        return {name: {"label": label, "skipped": "--no-onnx"} for name, label in labels.items()}
-    if importlib.util.find_spec("qatune.cli.export") is None:
-        return {name: {"label": label, "skipped": "no `qatune export` command"} for name, label in labels.items()}
+def folder_engine(folder: Path) -> str:
+    """'openvino' or 'onnx' for a folder `qatune export` wrote, else 'torch' (as qatune.engines)."""
+    if (folder / "model.xml").is_file():
+        return "openvino"
+    return "onnx" if (folder / "model.onnx").is_file() else "torch"
+
+
+def _replace_output(command: list[str], output: Path) -> list[str]:
+    command = list(command)
+    command[command.index("--output") + 1] = str(output)
+    return command
+
+
+def inference_rows(args, steps: Steps, model: Path, train: Path, dev: Path, ctx: dict) -> dict:
+    """Every qatune row of INFERENCE_ROWS, measured or skipped with the reason."""
     rows = {}
-    for name, label in labels.items():
-        folder = args.work / "inference" / name.replace("_", "-")
-        command = [sys.executable, "-m", "qatune", "export", str(model), "--onnx", "-o", str(folder)]
-        try:
-            steps.run(f"export-{name}", command + (["--quantize", "int8"] if name == "onnx_int8" else []))
-        except StepFailed as failure:
-            rows[name] = {"label": label, "skipped": f"export failed: {failure.summary}"}
+    for name, (label, engine, precision, export) in INFERENCE_ROWS.items():
+        reason = skip_reason(args, engine)
+        if reason is not None:
+            rows[name] = {"label": label, "skipped": reason}
             continue
-        rows[name] = qatune_inference(args, steps, folder, dev, name, label, ctx)
+        folder = model
+        if export is not None:
+            folder = args.work / "inference" / name.replace("_", "-")
+            command = [sys.executable, "-m", "qatune", "export", str(model), "--format", export,
+                       "-o", str(folder), "--quantize", "int8"]
+            if export == "openvino":  # ONNX int8 is dynamic: no calibration data
+                command += ["--calibration", str(train)]
+            try:
+                steps.run(f"export-{name}", command)
+            except StepFailed as failure:
+                rows[name] = {"label": label, "skipped": f"export failed: {failure.summary}"}
+                continue
+        extra = ["--engine", engine] + ([precision] if precision else [])
+        rows[name] = qatune_inference(args, steps, folder, dev, name, label, ctx, extra)
     return rows
+
+
+def add_agreements(inference: dict) -> None:
+    """Each qatune row's answers against the pipeline's and against PyTorch float32's."""
+    def answers(name):
+        row = inference.get(name)
+        return read_json(row["raw"]["predictions_file"]) if row and "raw" in row else None
+
+    pipe, fp32 = answers("pipeline"), answers(report.FLOAT32_REFERENCE)
+    if pipe is not None and fp32 is not None:
+        inference["pipeline"]["agreement_float32"] = agreement(pipe, fp32)
+    for name in INFERENCE_ROWS:
+        ours = answers(name)
+        if ours is None:
+            continue
+        inference[name]["agreement"] = agreement(ours, pipe) if pipe is not None else None
+        inference[name]["agreement_float32"] = agreement(ours, fp32) if fp32 is not None else None
 
 
 # ---------------------------------------------------------------------------------------
@@ -300,20 +419,15 @@ def run_all(args, steps: Steps, results: dict) -> None:
         else f"model {inference_model}")}
     inference["pipeline"] = pipeline(args, steps, inference_model, dev, ctx)
     results["machine"]["transformers_reference"] = inference["pipeline"]["raw"]["versions"]["transformers"]
-    ctx["pipeline_predictions"] = read_json(inference["pipeline"]["raw"]["predictions_file"])
-    inference["qatune_bf16"] = qatune_inference(
-        args, steps, inference_model, dev, "qatune_bf16", "qatune, PyTorch bf16 autocast (default)", ctx)
-    inference["qatune_float32"] = qatune_inference(
-        args, steps, inference_model, dev, "qatune_float32", "qatune, PyTorch float32 (--no-bf16)", ctx,
-        no_bf16=True)
-    inference.update(onnx_rows(args, steps, inference_model, dev, ctx))
-    if args.skip_train:
-        _, cli = qatune_predict(steps, inference_model, dev, args.work / "inference" / "cli.json", "cli")
-    else:
-        cli = results["training"]["qatune"]["predict_cli"]
-    # The CLI and the timed API run answer with the same code: their answers should agree.
-    cli["agreement_with_api"] = agreement(read_json(cli["predictions_file"]),
-                                          read_json(inference["qatune_bf16"]["raw"]["predictions_file"]))
+    inference.update(inference_rows(args, steps, inference_model, train, dev, ctx))
+    add_agreements(inference)
+    # `qatune predict` as users run it (default engine), after the rows: a conversion it needs
+    # is cached by then, as on a user's second run.
+    _, cli = qatune_predict(steps, inference_model, dev, args.work / "inference" / "cli.json", "cli")
+    if "raw" in inference.get("qatune_auto", {}):
+        # The CLI and the timed API run answer with the same engine and code: their answers should agree.
+        cli["agreement_with_api"] = agreement(read_json(cli["predictions_file"]),
+                                              read_json(inference["qatune_auto"]["raw"]["predictions_file"]))
     inference["qatune_predict_cli"] = cli
     # Measured again at the end: the better of the two is the less disturbed by others' work.
     results["peak"] = report.combine_peaks([first_peak, measure_peak(args, steps, "peak-end")])
@@ -322,8 +436,12 @@ def run_all(args, steps: Steps, results: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
+    # qatune's caches (tokenized windows, engine conversions) in the work folder, unless set:
+    # a fresh work folder measures a user's first conversion, and runs do not share state.
+    os.environ.setdefault("QATUNE_CACHE", str(args.work / "cache"))
     results: dict = {"machine": machine(), "settings": {
-        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+        **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "qatune_cache": os.environ["QATUNE_CACHE"]}}
     steps = Steps(args.work, cwd=HERE.parent)
     results["steps"] = steps.records
     failed = None

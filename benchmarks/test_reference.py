@@ -148,3 +148,23 @@ def test_postprocess_answers_empty_when_no_span_is_valid():
     predictions = rt.postprocess([{"id": "q", "context": "abc"}], meta,
                                  [np.zeros(2)], [np.zeros(2)])
     assert predictions == {"q": "empty"}
+
+
+# --- the reference environment ---------------------------------------------------------------
+def test_reference_env_refuses_a_python_without_torch(tmp_path):
+    """The environment shares torch with the python that runs the script: one without torch
+    is refused at once, with a message that says which python to use (nothing is created)."""
+    import subprocess
+    from pathlib import Path
+
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    script = Path(__file__).resolve().parent / "setup_reference_env.sh"
+    venv = tmp_path / "venv"
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "PYTHON": str(fake), "QATUNE_REFERENCE_VENV": str(venv)})
+    assert done.returncode == 1
+    assert f"error: {fake} ({fake}) cannot import torch;" in done.stderr
+    assert "PYTHON=/path/to/venv/bin/python" in done.stderr
+    assert not venv.exists()

@@ -47,11 +47,15 @@ def test_every_engine_gives_the_logits_of_pytorch_float32(engine, tiny_model, ex
         for expected, found in zip(reference.engine.logits(batch), other.engine.logits(batch)):
             assert found.dtype == np.float32 and found.shape == expected.shape
             assert np.abs(found[mask] - expected[mask]).max() < FLOAT32_TOLERANCE
-    answers = [[(a.text, a.start, a.end) for a in d.answers] for d in other.predict(examples)]
-    assert answers == [[(a.text, a.start, a.end) for a in d.answers] for d in reference.predict(examples)]
+    # the same best answer wherever float noise (1e-4 here) cannot swap it: not a near-tie
+    expected, found = reference.predict(examples, top_k=2), other.predict(examples, top_k=2)
+    clear = [i for i, d in enumerate(expected) if np.log(d.answers[0].score / d.answers[1].score) > 1e-3]
+    assert len(clear) > len(examples) // 2
+    assert [found[i].answers[0].text for i in clear] == [expected[i].answers[0].text for i in clear]
 
 
 def test_auto_answers_with_openvino_on_a_cpu_and_torch_without_it(tiny_bert, monkeypatch):
+    monkeypatch.setattr(engines, "_cuda_possible", lambda: False)  # a CPU machine, whatever this one is
     assert QAModel.from_pretrained(tiny_bert).engine.name == "openvino"
     assert QAModel.from_pretrained(tiny_bert, bf16=False).engine.describe() == "openvino float32"
 
@@ -93,14 +97,16 @@ def test_a_converted_model_is_cached_by_the_content_of_its_weights(tiny_bert, tm
 
 def test_an_openvino_export_answers_like_float32_and_records_its_engine(tiny_distilbert, tmp_path, examples):
     graph = export_model(tiny_distilbert, tmp_path / "ov", format="openvino")
-    reference = QAModel.from_pretrained(tiny_distilbert, engine="torch", bf16=False).predict(examples)
+    reference = QAModel.from_pretrained(tiny_distilbert, engine="torch", bf16=False).predict(examples, top_k=2)
+    clear = [i for i, d in enumerate(reference) if np.log(d.answers[0].score / d.answers[1].score) > 1e-3]
 
     exported = QAModel.from_pretrained(graph.parent, bf16=False)
 
     assert graph.name == "model.xml" and (graph.parent / "model.bin").is_file()
     assert json.loads((graph.parent / "qatune.json").read_text())["engine"] == {"name": "openvino", "precision": "float32"}
     assert exported.engine.describe() == "openvino float32"
-    assert [d.answers[0].text for d in exported.predict(examples)] == [d.answers[0].text for d in reference]
+    answers = exported.predict(examples)
+    assert [answers[i].answers[0].text for i in clear] == [reference[i].answers[0].text for i in clear]
     with pytest.raises(ModelError, match=r"this folder is a openvino export, which only the openvino engine answers"):
         QAModel.from_pretrained(graph.parent, engine="torch")
 
@@ -119,16 +125,31 @@ def test_an_int8_openvino_export_rechecks_its_close_calls_in_float32(tiny_bert, 
     assert len(model.predict(examples)) == len(examples)
 
 
-def test_engine_names_and_devices_are_checked(tiny_bert):
+def test_engine_names_and_devices_are_checked(tiny_bert, tmp_path, monkeypatch):
     with pytest.raises(SettingsError, match=r"engine must be one of auto, torch, onnx, openvino, got 'tensorrt'"):
         QAModel.from_pretrained(tiny_bert, engine="tensorrt")
+    monkeypatch.setattr(engines, "_device_type", lambda device: "cuda")  # as on a machine with a GPU
+    with pytest.raises(SettingsError, match=r"^--device cuda: the openvino engine runs on the CPU; answer on a GPU"):
+        QAModel.from_pretrained(tiny_bert, engine="openvino", device="cuda")
+    exported = export_model(tiny_bert, tmp_path / "ov", format="openvino").parent
+    assert QAModel.from_pretrained(exported).engine.name == "openvino"  # no device asked for: the CPU
 
 
-def test_an_engine_refuses_inputs_its_graph_does_not_take(tiny_distilbert):
+def test_an_engine_leaves_out_inputs_its_model_does_not_take(tiny_distilbert):
+    engine = QAModel.from_pretrained(tiny_distilbert, engine="openvino", bf16=False).engine
+    ids = np.array([[2, 40, 3]], dtype=np.int64)
+    with_types, plain = (
+        engine.logits({"input_ids": ids, "attention_mask": np.ones_like(ids), **extra})
+        for extra in ({"token_type_ids": np.zeros_like(ids)}, {})
+    )
+    assert all((a == b).all() for a, b in zip(with_types, plain))
+
+
+def test_an_engine_refuses_a_batch_without_an_input_it_needs(tiny_distilbert):
     engine = QAModel.from_pretrained(tiny_distilbert, engine="openvino", bf16=False).engine
     ids = np.array([[2, 3]], dtype=np.int64)
     with pytest.raises(ModelError, match=r"the model takes \['attention_mask', 'input_ids'\], but the tokenizer gave"):
-        engine.logits({"input_ids": ids, "attention_mask": ids, "token_type_ids": ids})
+        engine.logits({"input_ids": ids})
     assert isinstance(engine, OpenVinoEngine)
 
 
@@ -140,15 +161,16 @@ def test_cli_says_which_engine_answers(tiny_bert):
     assert completed.returncode == 0, completed.stderr
     assert completed.stderr.endswith("answered with openvino float32 (--engine auto)\n")
     forced = subprocess.run(
-        [sys.executable, "-m", "qatune", "ask", str(tiny_bert), "-q", "Who?", "-c", "Ada wrote it.", "--engine", "torch"],
+        [sys.executable, "-m", "qatune", "ask", str(tiny_bert), "-q", "Who?", "-c", "Ada wrote it.", "--engine", "torch",
+         "--no-bf16"],
         capture_output=True, text=True,
     )
     assert forced.returncode == 0, forced.stderr
-    assert forced.stderr.endswith("answered with torch bf16, close calls re-checked in float32\n")
-    # bf16 against float32, other kernels: the same answer, the score within bf16's noise
+    assert forced.stderr.endswith("answered with torch float32\n")
+    # float32 on both, other kernels: the same answer, the score within float noise
     ours, theirs = json.loads(forced.stdout), json.loads(completed.stdout)
     assert [(a["text"], a["start"], a["end"]) for a in ours] == [(a["text"], a["start"], a["end"]) for a in theirs]
-    assert ours[0]["score"] == pytest.approx(theirs[0]["score"], rel=0.05)
+    assert ours[0]["score"] == pytest.approx(theirs[0]["score"], rel=1e-3)
 
 
 def test_a_converted_model_answers_without_importing_torch(tiny_bert):

@@ -140,7 +140,9 @@ def test_int8_export_stores_int8_weights(exported):
 
     assert len(int8_weights) >= 12  # 2 layers x 6 weight matrices (query, key, value, output, 2 feed-forward)
     assert int8.stat().st_size < float32.stat().st_size
-    assert read_model_card(int8.parent)["engine"] == {"name": "onnx", "precision": "int8", "quantization": {"method": "dynamic"}, "opset": read_model_card(int8.parent)["engine"]["opset"]}
+    entry = read_model_card(int8.parent)["engine"]
+    assert entry.pop("opset") >= export.MIN_OPSET
+    assert entry == {"name": "onnx", "precision": "int8", "quantization": {"method": "dynamic"}}
 
 
 @pytest.mark.parametrize(("kind", "inputs"), [
@@ -295,7 +297,7 @@ def test_a_mismatched_tokenizer_is_reported(exported):
     engine = load_onnx(exported("distilbert"))
     ids = np.array([[2, 3]], dtype=np.int64)
     with pytest.raises(ModelError, match=r"the model takes \['attention_mask', 'input_ids'\], but the tokenizer gave"):
-        engine.logits({"input_ids": ids, "attention_mask": ids, "token_type_ids": ids})
+        engine.logits({"input_ids": ids, "token_type_ids": ids})
 
 
 def qatune(*arguments: str) -> subprocess.CompletedProcess:

@@ -12,7 +12,8 @@ from qatune import load_examples
 from qatune.decoding import Answer, Decoded
 from qatune.errors import ModelError, SettingsError
 from qatune.modeling import load_qa_model, load_tokenizer
-from qatune.quantize import calibration_batches, close_call_margin, quantize_openvino, recheck_margin
+from qatune.decoding import close_call_margin
+from qatune.quantize import calibration_batches, quantize_openvino, recheck_margin
 from qatune.settings import QASettings
 
 from conftest import TINY_QA

@@ -22,7 +22,7 @@ from qatune.batching import pad_windows
 from qatune.modeling import load_qa_model, load_tokenizer
 from qatune.training import (
     TrainingArguments,
-    _pad_to_multiple,
+    PAD_TO_MULTIPLE,
     _token_ids_only,
     auto_epochs,
     length_grouped_batches,
@@ -458,8 +458,8 @@ def test_auto_epochs_give_small_data_enough_steps():
 
 def test_training_batches_are_padded_to_a_multiple_of_32_tokens_within_max_seq_length():
     def padded_length(length: int, max_seq_length: int = 384) -> int:
-        batch = {"input_ids": np.ones((2, length), np.int64), "attention_mask": np.ones((2, length), np.int64)}
-        return _pad_to_multiple(batch, 0, dataclasses.replace(WINDOWS, max_seq_length=max_seq_length))["input_ids"].shape[1]
+        windows = features.Windows([np.ones(length, np.int64), np.ones(3, np.int64)], None, [], [], np.array([0, 1]))
+        return pad_windows(windows, [0, 1], 0, PAD_TO_MULTIPLE, max_seq_length)["input_ids"].shape[1]
 
     assert [padded_length(n) for n in (1, 32, 33, 200, 370, 384)] == [32, 32, 64, 224, 384, 384]
     assert padded_length(40, max_seq_length=48) == 48
@@ -470,7 +470,7 @@ def test_padding_to_a_multiple_changes_no_logit(tiny_bert, tiny_examples):
     tokenizer, model = load_tokenizer(str(tiny_bert)), load_qa_model(str(tiny_bert)).eval()
     windows = features.make_windows(tiny_examples, tokenizer, WINDOWS)
     batch = pad_windows(windows, [0, 1, 2], tokenizer.pad_token_id)
-    padded = _pad_to_multiple(batch, tokenizer.pad_token_id, dataclasses.replace(WINDOWS, max_seq_length=64))
+    padded = pad_windows(windows, [0, 1, 2], tokenizer.pad_token_id, PAD_TO_MULTIPLE, 64)
     length = batch["input_ids"].shape[1]
     assert padded["input_ids"].shape[1] == 32 * -(-length // 32) > length
     assert (padded["input_ids"][:, length:] == tokenizer.pad_token_id).all() and not padded["attention_mask"][:, length:].any()

@@ -20,11 +20,15 @@ from qatune.features import Windows
 
 
 def pad_windows(
-    windows: Windows, indices: Sequence[int], pad_token_id: int, multiple_of: int = 1
+    windows: Windows, indices: Sequence[int], pad_token_id: int, multiple_of: int = 1, max_length: int | None = None
 ) -> dict[str, np.ndarray]:
     """`input_ids`, `attention_mask` (and `token_type_ids` where the windows have them), int64,
-    shape (len(indices), longest window among them, rounded up to `multiple_of`)."""
-    length = -(-max(len(windows.input_ids[i]) for i in indices) // multiple_of) * multiple_of
+    shape (len(indices), longest window among them, rounded up to `multiple_of` but not past
+    `max_length`: a model has no position past its longest window)."""
+    longest = max(len(windows.input_ids[i]) for i in indices)
+    length = -(-longest // multiple_of) * multiple_of
+    if max_length is not None:
+        length = max(longest, min(length, max_length))
     input_ids = np.full((len(indices), length), pad_token_id, dtype=np.int64)
     attention_mask = np.zeros((len(indices), length), dtype=np.int64)
     token_types = np.zeros((len(indices), length), dtype=np.int64) if windows.token_type_ids is not None else None

@@ -19,6 +19,8 @@ overlapping window is the same evidence twice and counts once.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -351,4 +353,23 @@ def _top_answers(
     ]
 
 
-__all__ = ["Answer", "Decoded", "best_answer", "decode"]
+
+
+def close_call_margin(decoded: Decoded, null_threshold: float = 1.0) -> float:
+    """How far an answer is from changing: the log-ratio of the best answer's probability to
+    the runner-up's, or of the no-answer probability to the threshold, whichever is smaller
+    (inf when neither exists). Decode with top_k >= 2 so that the runner-up is there.
+
+        >>> round(close_call_margin(Decoded([Answer("a", 0, 1, 0.5), Answer("b", 2, 3, 0.4)], 0.1)), 3)
+        0.223
+    """
+    margin = math.inf
+    answers = decoded.answers
+    if len(answers) >= 2 and answers[1].score > 0:
+        margin = math.log(answers[0].score / answers[1].score)
+    if null_threshold < 1.0 and decoded.null_prob > 0:
+        margin = min(margin, abs(math.log(decoded.null_prob / null_threshold)))
+    return margin
+
+
+__all__ = ["Answer", "Decoded", "best_answer", "close_call_margin", "decode"]

@@ -121,7 +121,9 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path, *, quantize: str 
 
 
 def _export_onnx(model, tokenizer, scratch: Path, source: Path, quantize, calibration, opset) -> tuple[Path, dict]:
-    input_names = [name for name in INPUT_NAMES if name in tokenizer.model_input_names]
+    from qatune.engines.torch_engine import forward_inputs
+
+    input_names = [name for name in INPUT_NAMES if name in tokenizer.model_input_names and name in forward_inputs(model)]
     graph = scratch / "graph" / ONNX_FILE  # not "float32/": that name is the int8 OpenVINO export's float32 graph
     _export_graph(model, tokenizer, input_names, graph, source, opset)
     entry: dict[str, Any] = {"name": "onnx", "precision": "int8" if quantize else "float32"}

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,7 +17,7 @@ import numpy as np
 
 from qatune.batching import pad_windows
 from qatune.data import Example
-from qatune.decoding import Answer, Decoded, best_answer, decode
+from qatune.decoding import Answer, Decoded, best_answer, close_call_margin, decode
 from qatune.engines import Engine, check_engine_name, load_engine
 from qatune.errors import SettingsError
 from qatune.evaluation import Evaluation, evaluate_decoded, robust_null_threshold
@@ -48,14 +47,14 @@ def window_logits(
     *,
     pad_token_id: int,
     batch_size: int = ANSWER_BATCH_SIZE,
-    progress=None,
     only: Sequence[int] | None = None,
+    max_length: int | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Start and end logits of every window (float32, unpadded), in window order.
 
     Windows are batched by length, so a batch holds windows of similar length and little padding.
-    `only` restricts the work to some windows; the others get empty arrays. `progress`, a tqdm
-    bar or None, advances by one per window answered.
+    `only` restricts the work to some windows; the others get empty arrays. Batches are padded to
+    a multiple of PAD_TO_MULTIPLE tokens, never past `max_length` (the model's max_seq_length).
     """
     wanted = np.arange(len(windows)) if only is None else np.asarray(only, dtype=np.int64)
     lengths = windows.lengths
@@ -64,14 +63,12 @@ def window_logits(
     ends: list[np.ndarray] = [_EMPTY] * len(windows)
     for first in range(0, len(order), batch_size):
         indices = order[first : first + batch_size]
-        start_batch, end_batch = engine.logits(pad_windows(windows, indices, pad_token_id, PAD_TO_MULTIPLE))
+        start_batch, end_batch = engine.logits(pad_windows(windows, indices, pad_token_id, PAD_TO_MULTIPLE, max_length))
         for row, window in enumerate(indices):
             length = lengths[window]
             # copies, so that the batch's arrays are freed with the batch
             starts[window] = start_batch[row, :length].copy()
             ends[window] = end_batch[row, :length].copy()
-        if progress is not None:
-            progress.update(len(indices))
     return starts, ends
 
 
@@ -149,7 +146,7 @@ class QAModel:
         exact = answering.float32() if answering.recheck_margin > 0 else None
         if exact is not None:
             window = make_windows([Example(id="warm-up", question="Warm-up?", context="Ready.")], tokenizer, settings)
-            window_logits(exact, window, pad_token_id=tokenizer.pad_token_id or 0)
+            window_logits(exact, window, pad_token_id=tokenizer.pad_token_id or 0, max_length=settings.max_seq_length)
         return model
 
     @property
@@ -209,8 +206,8 @@ class QAModel:
         return decoded
 
     def _answer(self, examples: list[Example], windows: Windows, batch_size: int, top_k: int) -> list[Decoded]:
-        pad_token_id = self.tokenizer.pad_token_id or 0
-        starts, ends = window_logits(self.engine, windows, pad_token_id=pad_token_id, batch_size=batch_size)
+        padding = {"pad_token_id": self.tokenizer.pad_token_id or 0, "max_length": self.settings.max_seq_length}
+        starts, ends = window_logits(self.engine, windows, batch_size=batch_size, **padding)
         ranked = max(top_k, 2)  # the runner-up tells a close call
         decoded = decode_examples(examples, windows, starts, ends, self.settings, top_k=ranked)
         exact = self.engine.float32() if self.engine.recheck_margin > 0 else None
@@ -220,9 +217,7 @@ class QAModel:
             if close:
                 # less than float32 moves logits a little: where that could flip the answer, ask again in float32.
                 redo = np.flatnonzero(np.isin(windows.example_index, close))
-                exact_starts, exact_ends = window_logits(
-                    exact, windows, pad_token_id=pad_token_id, batch_size=batch_size, only=redo
-                )
+                exact_starts, exact_ends = window_logits(exact, windows, batch_size=batch_size, only=redo, **padding)
                 for window in redo:
                     starts[window], ends[window] = exact_starts[window], exact_ends[window]
                 redecoded = decode_examples(examples, windows, starts, ends, self.settings, top_k=ranked, only=close)
@@ -297,12 +292,7 @@ def _take(windows: Windows, picked, example_index: np.ndarray) -> Windows:
 
 def _close_call(decoded: Decoded, null_threshold: float, margin: float) -> bool:
     """Whether the best answer, or the answer/no-answer decision, is within `margin` (a log-ratio)."""
-    answers = decoded.answers
-    if len(answers) >= 2 and answers[1].score > 0 and math.log(answers[0].score / answers[1].score) < margin:
-        return True
-    if null_threshold < 1.0 and decoded.null_prob > 0:
-        return abs(math.log(decoded.null_prob / null_threshold)) < margin
-    return False
+    return close_call_margin(decoded, null_threshold) < margin
 
 
 def _check_text(name: str, value: object) -> None:

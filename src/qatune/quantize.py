@@ -46,7 +46,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from qatune.batching import pad_windows
-from qatune.decoding import Decoded, best_answer
+from qatune.decoding import Decoded, best_answer, close_call_margin
 from qatune.errors import ModelError, SettingsError
 from qatune.features import make_windows
 
@@ -62,8 +62,8 @@ def calibration_batches(
     """Padded batches of at most `limit` windows of `examples`, for calibrating int8 ranges.
 
     The windows are picked evenly spaced over all the examples' windows (the same examples
-    give the same batches), then batched by length as answering batches them, so that the
-    calibration sees the lengths and the padding that answering sees.
+    give the same batches), then batched by length, as answering batches them, so that the
+    calibration sees lengths and padding like those answering sees.
 
         >>> batches = calibration_batches(train, tokenizer, settings, limit=300)  # doctest: +SKIP
         >>> len(batches), sorted(batches[0])                                      # doctest: +SKIP
@@ -130,24 +130,6 @@ def quantize_openvino(
             ignored_scope=nncf.IgnoredScope(names=names) if names else None,
             **advanced,
         )
-
-
-def close_call_margin(decoded: Decoded, null_threshold: float = 1.0) -> float:
-    """How far an answer is from changing: the log-ratio of the best answer's probability to
-    the runner-up's, or of the no-answer probability to the threshold, whichever is smaller
-    (inf when neither exists). Decode with top_k >= 2 so that the runner-up is there.
-
-        >>> from qatune.decoding import Answer
-        >>> round(close_call_margin(Decoded([Answer("a", 0, 1, 0.5), Answer("b", 2, 3, 0.4)], 0.1)), 3)
-        0.223
-    """
-    margin = math.inf
-    answers = decoded.answers
-    if len(answers) >= 2 and answers[1].score > 0:
-        margin = math.log(answers[0].score / answers[1].score)
-    if null_threshold < 1.0 and decoded.null_prob > 0:
-        margin = min(margin, abs(math.log(decoded.null_prob / null_threshold)))
-    return margin
 
 
 def recheck_margin(

@@ -7,7 +7,7 @@
     71.4
 
 AdamW with linear warm-up and decay, gradient clipping and accumulation; batches of windows
-of similar length, each padded to its own longest window; bf16 autocast where the hardware
+of similar length, each padded to its longest window rounded up to a multiple of 32 tokens; bf16 autocast where the hardware
 has fast bf16 units; every step's loss and every evaluation appended to `metrics.jsonl`; dev
 evaluations answered exactly as `qatune evaluate` answers, the best model by dev F1 kept,
 early stopping; checkpoints written atomically (every 10 minutes of training by default), from
@@ -256,7 +256,7 @@ def train(
             batches = length_grouped_batches(windows.lengths[items.window], args.batch_size, seed=(args.seed, epoch))
             running_loss = None
             for batch_number, batch in enumerate(batches, start=1):
-                padded = _pad_to_multiple(pad_windows(windows, items.window[batch].tolist(), pad_id), pad_id, settings)
+                padded = pad_windows(windows, items.window[batch].tolist(), pad_id, PAD_TO_MULTIPLE, settings.max_seq_length)
                 inputs = as_tensors(padded, accelerator.device)
                 labels = {
                     "start_positions": torch.from_numpy(items.start[batch]).to(accelerator.device),
@@ -372,20 +372,6 @@ def _release_free_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
-
-
-def _pad_to_multiple(batch: dict[str, np.ndarray], pad_id: int, settings: QASettings) -> dict[str, np.ndarray]:
-    """The batch padded on the right to a multiple of PAD_TO_MULTIPLE tokens, at most
-    max_seq_length (a longer batch is left as it is): few distinct shapes (see PAD_TO_MULTIPLE).
-    The extra tokens are masked out, as dynamic padding's are."""
-    length = batch["input_ids"].shape[1]
-    target = max(length, min(settings.max_seq_length, -(-length // PAD_TO_MULTIPLE) * PAD_TO_MULTIPLE))
-    if target == length:
-        return batch
-    extra = ((0, 0), (0, target - length))
-    return {
-        name: np.pad(array, extra, constant_values=pad_id if name == "input_ids" else 0) for name, array in batch.items()
-    }
 
 
 def _set_attention(model, implementation: str) -> None:

@@ -73,6 +73,8 @@ def load_engine(
     device_type = _device_type(device)  # before any loading: a bad value fails at once
     kind = folder_engine(source)
     requested = engine
+    if device is None and (kind != "torch" or engine in ("onnx", "openvino")):
+        device_type = "cpu"  # no device asked for: these engines answer on the CPU
     if engine == "auto":
         engine = kind
         if kind == "torch" and device_type == "cpu" and _installed("openvino"):

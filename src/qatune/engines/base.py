@@ -55,11 +55,13 @@ class Engine(ABC):
 
 
 def check_inputs(engine: Engine, inputs: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
-    """The inputs the engine takes, or a ModelError when the tokenizer made other ones."""
+    """The inputs the engine takes (others, such as token_type_ids for a model without them, are
+    left out, as PyTorch leaves them out), or a ModelError when one it needs is missing."""
     from qatune.errors import ModelError
 
     names = engine.input_names
-    if set(inputs) != set(names):
+    missing = sorted(set(names) - set(inputs))
+    if missing:
         raise ModelError(
             f"{where}: the model takes {sorted(names)}, but the tokenizer gave {sorted(inputs)}; "
             f"use the tokenizer saved with the model"

@@ -3,8 +3,9 @@
 A model folder written by `qatune train` holds PyTorch weights; the OpenVINO engine needs
 its own form of them. Rather than asking users for an export step, the first load converts
 the weights (about 3 s for all-MiniLM-L6-v2) and keeps the result under
-`<qatune cache>/openvino/<key>/`, where the key is a SHA-256 of the weights, config.json, the
-tokenizer's inputs and the versions of qatune and openvino: a retrained model, or another
+`<qatune cache>/openvino/<key>/` (the first 32 hex digits of a SHA-256 of the weights,
+config.json, the tokenizer's inputs and the versions of qatune and openvino; for ONNX, of the
+weights, config.json and qatune's version): a retrained model, or another
 openvino, gets its own entry; a copied or renamed folder finds its conversion again.
 
 Entries are written into a temporary folder and renamed into place, so that two processes
@@ -53,6 +54,8 @@ def cached_folder(root: Path, key: str, complete: Callable[[Path], bool], write:
     try:
         write(scratch)
         os.chmod(scratch, 0o777 & ~current_umask())  # mkdtemp makes it private; the files are not
+        if complete(entry):  # another process wrote it meanwhile: keep theirs
+            return entry
         if entry.exists():  # incomplete, from a run that was stopped mid-way
             shutil.rmtree(entry, ignore_errors=True)
         try:

@@ -164,13 +164,6 @@ def _constant(node) -> np.ndarray | None:
     return np.array(node.get_data(), dtype=np.float32)
 
 
-def read_model(folder: str | Path):
-    """The OpenVINO model saved in `folder` (model.xml and model.bin)."""
-    import openvino
-
-    return openvino.Core().read_model(str(Path(folder) / MODEL_FILE))
-
-
 def save_model(model, folder: Path) -> Path:
     """Write model.xml/model.bin into `folder`, weights as they are (no float16 compression,
     which would change float32 answers)."""

@@ -82,8 +82,8 @@ def test_a_converted_model_is_cached_by_the_content_of_its_weights(tiny_bert, tm
     copy = tmp_path / "copy"
     shutil.copytree(tiny_bert, copy)
     conversions = []
-    real = engines._convert
-    monkeypatch.setattr(engines, "_convert", lambda *a: conversions.append(a[2]) or real(*a))
+    real = engines.convert_for_openvino
+    monkeypatch.setattr(engines, "convert_for_openvino", lambda *a: conversions.append(a[2]) or real(*a))
 
     QAModel.from_pretrained(tiny_bert, engine="openvino")
     QAModel.from_pretrained(copy, engine="openvino")  # a copy has the same content: no conversion

@@ -38,21 +38,21 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from qatune.data import Example
+from qatune.engines import OPENVINO_HINT
+from qatune.engines.base import OUTPUT_NAMES
+from qatune.engines.onnx_engine import INSTALL_HINT
+from qatune.engines.onnx_engine import MODEL_FILE as ONNX_FILE
 from qatune.errors import ModelError, SettingsError, first_line
 from qatune.metrics import exact_of
 from qatune.settings import read_model_card, read_settings, write_model_card
 
 FORMATS = ("onnx", "openvino")
 QUANTIZE_CHOICES = ("int8",)
-ONNX_FILE = "model.onnx"
-OPENVINO_HINT = "install it with `pip install openvino` (qatune's own install brings it)"
 MIN_OPSET = 18  # the oldest opset torch's ONNX exporter writes correctly
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-OUTPUT_NAMES = ("start_logits", "end_logits")
 # Above this many bytes of weights, they go to `model.onnx.data` beside the graph: one ONNX
 # (protobuf) file cannot hold more than 2 GB.
 EXTERNAL_DATA_BYTES = 1_800_000_000
-INSTALL_HINT = 'install the ONNX extras with `pip install "qatune[onnx]"`'
 # An export that answers fewer dev questions the same as float32, or loses more F1, is warned about.
 MIN_AGREEMENT = 97.0  # percent of questions with the same answer (text, or no answer) as float32
 MAX_F1_LOSS = 0.5  # F1 points below float32
@@ -134,14 +134,10 @@ def _export_onnx(model, tokenizer, scratch: Path, source: Path, quantize, calibr
 
 
 def _export_openvino(model, tokenizer, scratch: Path, source: Path, quantize, calibration) -> tuple[Path, dict]:
-    from qatune.engines.openvino_engine import FLOAT32_FOLDER, convert_torch_model, save_model
+    from qatune.engines import convert_for_openvino
+    from qatune.engines.openvino_engine import FLOAT32_FOLDER, save_model
 
-    try:
-        converted = convert_torch_model(model, tokenizer)
-    except Exception as error:  # the converter raises many kinds of errors for models it cannot trace
-        raise ModelError(
-            f"{source}: OpenVINO cannot convert this model ({type(model).__name__}): {first_line(error)}"
-        ) from None
+    converted = convert_for_openvino(model, tokenizer, str(source))
     entry: dict[str, Any] = {"name": "openvino", "precision": "int8" if quantize else "float32"}
     if quantize != "int8":
         return save_model(converted, scratch), entry

@@ -27,12 +27,12 @@ import re
 from pathlib import Path
 
 from qatune.engines.base import PRECISIONS, Engine
+from qatune.engines.onnx_engine import MODEL_FILE as ONNX_FILE  # numpy only: onnxruntime loads when used
+from qatune.engines.openvino_engine import MODEL_FILE as OPENVINO_FILE  # likewise for openvino
 from qatune.errors import ModelError, SettingsError, first_line
 
 ENGINES = ("torch", "onnx", "openvino")
 ENGINE_CHOICES = ("auto", *ENGINES)
-ONNX_FILE = "model.onnx"
-OPENVINO_FILE = "model.xml"
 OPENVINO_HINT = "install it with `pip install openvino` (qatune's own install brings it)"
 logger = logging.getLogger("qatune")
 
@@ -143,7 +143,7 @@ def engine_for_model(model, tokenizer, *, bf16: bool | None = None) -> Engine:
     device = next(model.parameters()).device
     if device.type == "cpu" and _installed("openvino"):
         try:
-            return _openvino_engine(_convert(model, tokenizer, "the model in training"), bf16, "the model in training")
+            return _openvino_engine(convert_for_openvino(model, tokenizer, "the model in training"), bf16, "the model in training")
         except ConversionFailed as error:
             logger.warning("%s; evaluating with PyTorch instead", first_line(error))
     return TorchEngine(model, bf16=bf16_supported(device) if bf16 is None else bf16)
@@ -198,7 +198,7 @@ def _converted_openvino(source, tokenizer, bf16: bool | None, trust_remote_code:
     from qatune.modeling import load_qa_model
 
     def convert():
-        return _convert(load_qa_model(source, trust_remote_code=trust_remote_code), tokenizer, str(source))
+        return convert_for_openvino(load_qa_model(source, trust_remote_code=trust_remote_code), tokenizer, str(source))
 
     if not Path(source).is_dir():  # a hub id: nothing on disk to key a cache entry by
         return _openvino_engine(convert(), bf16, str(source))
@@ -217,7 +217,8 @@ class ConversionFailed(ModelError):
     """OpenVINO could not convert a model that PyTorch loads: `auto` answers with PyTorch then."""
 
 
-def _convert(model, tokenizer, where: str):
+def convert_for_openvino(model, tokenizer, where: str):
+    """An OpenVINO model of a torch QA model, or ConversionFailed naming `where`."""
     from qatune.engines.openvino_engine import convert_torch_model
 
     try:

@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 PRECISIONS = ("float32", "bf16", "int8")
+OUTPUT_NAMES = ("start_logits", "end_logits")  # what every exported or converted graph returns
 # Answers whose probabilities are within this log-ratio (about 5%) of each other are close
 # calls: bf16 rounding moves logits by up to ~0.15 and can swap them. Re-checked in float32.
 BF16_RECHECK_MARGIN = 0.05

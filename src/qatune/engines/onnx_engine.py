@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from qatune.engines.base import Engine, check_inputs
+from qatune.engines.base import OUTPUT_NAMES, Engine, check_inputs
 from qatune.errors import ModelError, first_line
 
 MODEL_FILE = "model.onnx"
-OUTPUT_NAMES = ("start_logits", "end_logits")
 INSTALL_HINT = 'install the ONNX extras with `pip install "qatune[onnx]"`'
 
 

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from qatune.engines.base import BF16_RECHECK_MARGIN, Engine, check_inputs
+from qatune.engines.base import BF16_RECHECK_MARGIN, OUTPUT_NAMES, Engine, check_inputs
 
 MODEL_FILE = "model.xml"  # with its weights in model.bin beside it
 FLOAT32_FOLDER = "float32"  # an int8 export's float32 graph, for re-checking close calls
-OUTPUT_NAMES = ("start_logits", "end_logits")
 _HINTS = {"float32": "f32", "bf16": "bf16"}
 
 

@@ -9,8 +9,8 @@
 AdamW with linear warm-up and decay, gradient clipping and accumulation; batches of windows
 of similar length, each padded to its longest window rounded up to a multiple of 32 tokens; bf16 autocast where the hardware
 has fast bf16 units; every step's loss and every evaluation appended to `metrics.jsonl`; dev
-evaluations answered exactly as `qatune evaluate` answers, the best model by dev F1 kept,
-early stopping; checkpoints written atomically (every 10 minutes of training by default), from
+evaluations with PyTorch on the weights in place, the best model by dev F1 kept and scored once
+more exactly as `qatune evaluate` answers it, early stopping; checkpoints written atomically (every 10 minutes of training by default), from
 which `resume` continues exactly, removed when the run finishes unless kept.
 """
 
@@ -37,7 +37,7 @@ from qatune.features import TrainingItems, Windows, cached_windows, default_cach
 from qatune.files import with_default_permissions
 from qatune.batching import as_tensors, pad_windows
 from qatune.engines import engine_for_model
-from qatune.engines.torch_engine import bf16_supported
+from qatune.engines.torch_engine import TorchEngine, bf16_supported
 from qatune.inference import QAModel
 from qatune.metrics import exact_of
 from qatune.modeling import check_tokenizer_fits, load_qa_model, load_tokenizer, resolve_model_name
@@ -280,12 +280,9 @@ def train(
 
             if dev_examples and (epoch % eval_every == 0 or epoch == epochs):
                 with _attention(plain_model, answering_attention, training_attention):
-                    # the engine `qatune evaluate` picks for the saved model: the same dev answers
-                    answerer = QAModel(engine_for_model(plain_model, tokenizer, bf16=args.bf16), tokenizer, settings)
-                    evaluation = answerer.tune_null_threshold(
-                        dev_examples, batch_size=args.eval_batch_size, windows=dev_windows
-                    )
-                    del answerer  # its compiled copy of the weights
+                    # PyTorch on the weights in place: converting to the answering engine costs
+                    # seconds per evaluation; the kept model is scored with that engine at the end
+                    evaluation = _evaluate(TorchEngine(plain_model, bf16=use_bf16), tokenizer, settings, args, dev_examples, dev_windows)
                 metrics_log.write(type="eval", epoch=epoch, step=state.step, **evaluation.metrics)
                 bar.write(f"epoch {epoch}: dev " + metrics_text(evaluation.metrics))
                 if state.record_evaluation(epoch, evaluation.metrics, evaluation.null_threshold, args.patience):
@@ -294,14 +291,23 @@ def train(
             if _checkpoint_due(args, epoch, finished, state.train_seconds - checkpointed_at):
                 checkpoints.save(output_dir, plain_model, optimizer, schedule, state, arguments, best_weights)
                 checkpointed_at = state.train_seconds
+        if best_weights is not None:
+            plain_model.load_state_dict(best_weights)
+        _set_attention(plain_model, answering_attention)
+        if state.best_epoch is not None:
+            # The saved model's dev scores and null threshold are those `qatune evaluate` gives:
+            # the kept weights answered once by the engine it picks.
+            engine = engine_for_model(plain_model, tokenizer, bf16=args.bf16)
+            evaluation = _evaluate(engine, tokenizer, settings, args, dev_examples, dev_windows)
+            state.best_metrics, state.null_threshold = dict(evaluation.metrics), evaluation.null_threshold
+            metrics_log.write(type="kept", epoch=state.best_epoch, step=state.step, engine=engine.describe(), **evaluation.metrics)
+            bar.write(f"kept epoch {state.best_epoch}, answered with {engine.describe()}: dev " + metrics_text(evaluation.metrics))
+            del engine  # its compiled copy of the weights
     finally:  # an interrupted run still leaves a whole log and a clean terminal
         bar.close()
         metrics_log.close()
 
     # --- The model directory ----------------------------------------------------------------
-    if best_weights is not None:
-        plain_model.load_state_dict(best_weights)
-    _set_attention(plain_model, answering_attention)
     settings = dataclasses.replace(settings, null_threshold=state.null_threshold)
     plain_model.save_pretrained(output_dir, safe_serialization=True)
     with_default_permissions(*output_dir.glob("*.safetensors"))
@@ -372,6 +378,12 @@ def _release_free_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def _evaluate(engine, tokenizer, settings: QASettings, args, dev_examples, dev_windows):
+    """Dev scores with the no-answer threshold tuned on them, as `qatune evaluate` computes them."""
+    answerer = QAModel(engine, tokenizer, settings)
+    return answerer.tune_null_threshold(dev_examples, batch_size=args.eval_batch_size, windows=dev_windows)
 
 
 def _set_attention(model, implementation: str) -> None:

@@ -80,6 +80,23 @@ class TrainingItems:
         return len(self.window)
 
 
+def concat_windows(parts: Sequence[Windows], example_counts: Sequence[int]) -> Windows:
+    """The windows of several example lists as those of the lists joined in order; part k held
+    the windows of `example_counts[k]` examples."""
+    first_example = np.cumsum([0, *example_counts[:-1]], dtype=np.int64)
+    with_types = all(part.token_type_ids is not None for part in parts)
+    return Windows(
+        input_ids=[ids for part in parts for ids in part.input_ids],
+        token_type_ids=[types for part in parts for types in part.token_type_ids] if with_types else None,
+        offsets=[spans for part in parts for spans in part.offsets],
+        word_offsets=[spans for part in parts for spans in part.word_offsets],
+        example_index=np.concatenate(
+            [part.example_index + first for part, first in zip(parts, first_example)] or [np.zeros(0, dtype=np.int64)]
+        ),
+        truncated_questions=sum(part.truncated_questions for part in parts),
+    )
+
+
 def make_windows(examples: Sequence[Example], tokenizer, settings: QASettings) -> Windows:
     """Tokenize every example into windows (no padding)."""
     _check_tokenizer_room(tokenizer, settings)

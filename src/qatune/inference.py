@@ -162,10 +162,14 @@ class QAModel:
         _check_text("question", question)
         _check_text("context", context)
         example = Example(id="question", question=question, context=context)
-        decoded = self.predict([example], top_k=top_k)[0]
+        return self.answers_of(self.predict([example], top_k=top_k)[0], top_k)
+
+    def answers_of(self, decoded: Decoded, top_k: int) -> list[Answer]:
+        """What `ask` returns for a decoded question: its `top_k` best answers, or [] when the
+        no-answer probability passes the model's null_threshold."""
         if best_answer(decoded, self.settings.null_threshold) is None:
             return []
-        return decoded.answers
+        return decoded.answers[:top_k]
 
     def predict(
         self,

@@ -291,11 +291,12 @@ def _set_config(config, keys: tuple[str, ...], value: float | None) -> None:
             setattr(config, key, value)
 
 
-def _has_safetensors(source: str) -> bool | None:
-    """Local directories must hold safetensors weights; for hub ids let transformers choose."""
+def _has_safetensors(source: str) -> bool:
+    """Weights load from safetensors only (a pickled checkpoint can run code when loaded): a local
+    directory must hold them, and a hub id is asked for them alone."""
     path = Path(source)
     if not path.is_dir():
-        return None
+        return True
     if any(path.glob("*.safetensors")):
         return True
     raise ModelError(

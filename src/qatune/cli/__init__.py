@@ -25,6 +25,7 @@ COMMANDS = {
     "predict": "Answer every question of a data file; write predictions.json.",
     "ask": "Answer one question about one context.",
     "export": "Export a model to ONNX (optionally with int8 weights) for fast CPU answering.",
+    "serve": "Answer questions over HTTP: a JSON API, a page, metrics.",
 }
 
 # 128 + SIGPIPE: what a shell reports for other tools whose reader went away (`yes | head -1`),

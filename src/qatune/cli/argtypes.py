@@ -38,3 +38,38 @@ def _whole_number(text: str, least: int) -> int:
     if value < least:
         raise argparse.ArgumentTypeError(f"expected a whole number >= {least}, found {text!r}")
     return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 0 to 65535 (0: any free port).
+
+    >>> port_number("8000")
+    8000
+    >>> port_number("70000")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: expected a port number from 0 to 65535, found '70000'
+    """
+    value = _whole_number(text, least=0) if text.strip().isdigit() else -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, found {text!r}")
+    return value
+
+
+def non_negative_number(text: str) -> float:
+    """A finite number >= 0, e.g. `--max-wait-ms`.
+
+    >>> non_negative_number("2.5")
+    2.5
+    >>> non_negative_number("-1")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: expected a number >= 0, found '-1'
+    """
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, found {text!r}")
+    return value

@@ -29,6 +29,10 @@ class Engine(ABC):
     name: str = ""  # "torch", "onnx" or "openvino"
     precision: str = "float32"  # one of PRECISIONS
     recheck_margin: float = 0.0  # > 0: close calls within this log-ratio are asked again in float32
+    # Whether a window's logits are the same to the bit whatever else is in its batch (other
+    # windows, more padding). The server batches different callers' windows together only then,
+    # so that batching never changes an answer.
+    batch_invariant: bool = False
 
     @property
     @abstractmethod

@@ -1,0 +1,116 @@
+"""`qatune serve MODEL`: answer questions over HTTP (and on a page at /) until stopped.
+
+Binds 127.0.0.1 unless told otherwise. With `--api-key-env NAME`, `/v1/answer` needs
+`Authorization: Bearer <key>`, the key read from the environment variable NAME (never from the
+command line, where other users of the machine can read it). SIGTERM or Ctrl-C stops taking
+requests, answers those already taken, then exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from qatune.cli import argtypes, options
+from qatune.errors import SettingsError
+
+# A request still unanswered this long after SIGTERM is dropped: a stop must end.
+GRACEFUL_STOP_SECONDS = 30
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from qatune.serving import ServerLimits
+
+    defaults = ServerLimits()
+    parser.add_argument("model", help="model directory (or hub id)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every network)")
+    parser.add_argument("--port", type=argtypes.port_number, default=8000, help="port (default: 8000)")
+    parser.add_argument(
+        "--max-batch-windows", type=argtypes.whole_number_from_one, default=defaults.max_batch_windows,
+        help=f"windows answered together in one micro-batch (default: {defaults.max_batch_windows}; 1: no batching)",
+    )
+    parser.add_argument(
+        "--max-wait-ms", type=argtypes.non_negative_number, default=defaults.max_wait_ms,
+        help=f"how long a request waits for others to share its batch (default: {defaults.max_wait_ms:g})",
+    )
+    parser.add_argument(
+        "--max-queue", type=argtypes.whole_number_from_one, default=defaults.max_queue_questions,
+        help=f"questions waiting at most; beyond, 503 with Retry-After (default: {defaults.max_queue_questions})",
+    )
+    parser.add_argument(
+        "--max-items", type=argtypes.whole_number_from_one, default=defaults.max_items,
+        help=f"questions in one request at most (default: {defaults.max_items})",
+    )
+    parser.add_argument(
+        "--max-context-chars", type=argtypes.whole_number_from_one, default=defaults.max_context_characters,
+        help=f"characters of context at most (default: {defaults.max_context_characters})",
+    )
+    parser.add_argument(
+        "--max-body-bytes", type=argtypes.whole_number_from_one, default=defaults.max_body_bytes,
+        help=f"request body size at most (default: {defaults.max_body_bytes})",
+    )
+    parser.add_argument(
+        "--api-key-env", metavar="NAME",
+        help="require 'Authorization: Bearer <key>' on /v1/answer, the key read from the environment variable NAME",
+    )
+    parser.add_argument("--no-bf16", action="store_true", help="compute in float32 even where bf16 is fast")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument(
+        "--engine", default="auto", choices=["auto", "torch", "onnx", "openvino"],
+        help="what computes the answers (default: auto, as for `qatune ask`)",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from qatune.serving import ServerLimits, create_app
+
+    options.quiet_libraries(import_torch=False)
+    options.limit_heap_fragmentation()
+    api_key = _api_key(args.api_key_env)
+    limits = ServerLimits(
+        max_batch_windows=args.max_batch_windows,
+        max_wait_ms=args.max_wait_ms if args.max_wait_ms > 0 else 1e-3,
+        max_queue_questions=args.max_queue,
+        max_items=args.max_items,
+        max_body_bytes=args.max_body_bytes,
+        max_context_characters=args.max_context_chars,
+    )
+    logging.getLogger("qatune").setLevel(args.log_level.upper())
+    _check_model_path(args.model)
+    app = create_app(
+        args.model, limits=limits, api_key=api_key, engine=args.engine, device=args.device,
+        bf16=False if args.no_bf16 else None,
+    )
+    where = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}"
+    options.say_on_stderr(
+        f"serving {args.model} on {where} (the page at /, the API at /v1/answer, schema at /openapi.json)"
+        + ("; /v1/answer needs the API key" if api_key else "")
+    )
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level,
+        timeout_graceful_shutdown=GRACEFUL_STOP_SECONDS, access_log=args.log_level == "debug",
+    )
+    return 0
+
+
+def _api_key(variable: str | None) -> str | None:
+    if variable is None:
+        return None
+    key = os.environ.get(variable)
+    if not key:
+        raise SettingsError(
+            f"--api-key-env {variable}: the environment variable {variable} is not set or empty; "
+            f"set it to the key (e.g. `export {variable}=$(openssl rand -hex 32)`) before starting"
+        )
+    return key
+
+
+def _check_model_path(model: str) -> None:
+    """A missing folder is an error now, not a server that says 'failed' on /v1/health."""
+    from qatune.modeling import locate_model
+
+    locate_model(model)

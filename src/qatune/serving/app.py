@@ -1,0 +1,398 @@
+"""The HTTP app: `POST /v1/answer`, health, model card, metrics, and a page for people at `/`.
+
+    >>> from qatune.serving import create_app
+    >>> app = create_app("./qatune-model", api_key="s3cret")     # doctest: +SKIP
+    >>> # uvicorn.run(app, host="127.0.0.1", port=8000), or mount it in your own ASGI app
+
+Answers are those of `QAModel.ask` for the same input; concurrent callers are batched
+(`qatune.serving.batcher`). Every error body is JSON with a `detail` sentence. No request names
+a file: the server reads only the model folder it was started with and its own page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from qatune.data import Example
+from qatune.inference import QAModel
+from qatune.serving.batcher import MicroBatcher, QueueFull
+from qatune.serving.metrics import ServerMetrics
+from qatune.serving.schemas import (
+    MAX_TOP_K,
+    AnsweredMany,
+    Answered,
+    AnswerRequest,
+    Question,
+    Questions,
+    error_text,
+    plain_errors,
+)
+
+logger = logging.getLogger("qatune.serving")
+
+STATIC = resources.files("qatune.serving") / "static"
+RETRY_AFTER_SECONDS = 1
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one request may ask, and how requests are batched."""
+
+    max_batch_windows: int = 32  # windows per micro-batch; 1 turns batching off
+    max_wait_ms: float = 5.0  # how long the first request of a batch waits for others
+    max_queue_questions: int = 1024  # beyond this many waiting questions: 503 with Retry-After
+    max_items: int = 64  # questions in one {"items": [...]} request
+    max_body_bytes: int = 1_000_000
+    max_context_characters: int = 100_000
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not value > 0:
+                raise ValueError(f"ServerLimits.{name} must be positive, got {value!r}")
+
+
+def create_app(
+    model: QAModel | str | Path,
+    *,
+    limits: ServerLimits | None = None,
+    api_key: str | None = None,
+    engine: str = "auto",
+    device: str | None = None,
+    bf16: bool | None = None,
+    name: str | None = None,
+    model_card: dict | None = None,
+) -> FastAPI:
+    """An ASGI app answering with `model` (a QAModel, or a model folder loaded when the app
+    starts; /v1/health says "loading" until it has answered a warm-up question). With
+    `api_key`, `/v1/answer` needs `Authorization: Bearer <api_key>`."""
+    limits = limits or ServerLimits()
+    metrics = ServerMetrics()
+    state = _ServerState(model, limits, metrics, name, model_card)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loader = asyncio.get_running_loop().create_task(state.load(engine=engine, device=device, bf16=bf16))
+        yield
+        loader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await loader
+        if state.batcher is not None:
+            await state.batcher.stop()
+
+    app = FastAPI(
+        title="qatune",
+        summary="Extractive question answering: the span of a context that answers a question.",
+        version=_version(),
+        lifespan=lifespan,
+        docs_url=None,  # FastAPI's docs page loads its script from a CDN; the schema is at /openapi.json
+        redoc_url=None,
+    )
+    app.state.qatune = state
+    _add_error_handlers(app)
+    app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(_Metrics, metrics=metrics)
+
+    require_key = _key_check(api_key)
+
+    @app.post(
+        "/v1/answer",
+        response_model=Answered | AnsweredMany,
+        summary="Answer a question about a context, or several ({'items': [...]})",
+        responses={
+            401: {"description": "missing or wrong API key"},
+            413: {"description": "body or context too long"},
+            422: {"description": "a field is missing or invalid"},
+            503: {"description": "loading, or the queue is full: retry after Retry-After seconds"},
+        },
+        dependencies=[Depends(require_key)],
+    )
+    async def answer(body: AnswerRequest) -> dict:
+        items = body.items if isinstance(body, Questions) else [body]
+        if len(items) > limits.max_items:
+            raise HTTPException(413, f"{len(items)} items in one request; this server takes at most {limits.max_items} (max_items)")
+        for index, item in enumerate(items):
+            if len(item.context) > limits.max_context_characters:
+                where = f"items[{index}].context" if isinstance(body, Questions) else "context"
+                raise HTTPException(
+                    413,
+                    f"{where} has {len(item.context)} characters; this server takes at most "
+                    f"{limits.max_context_characters} (max_context_characters): split the text",
+                )
+        batcher = state.ready_batcher()
+        results = []
+        # one call per top_k: a request's questions share the batch, each with its own ranking length
+        examples = [Example(id=str(i), question=item.question, context=item.context) for i, item in enumerate(items)]
+        try:
+            decoded = await batcher.answer(examples, max(item.top_k for item in items))
+        except QueueFull as error:
+            raise HTTPException(503, f"busy: {error}; retry shortly", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        metrics.questions.inc(len(items))
+        for item, one in zip(items, decoded):
+            answers = state.model.answers_of(one, item.top_k)
+            results.append({"answers": [asdict(a) for a in answers], "no_answer_probability": one.null_prob})
+        return {"results": results} if isinstance(body, Questions) else results[0]
+
+    @app.get("/v1/health", summary="200 once the model has loaded and answered a warm-up question; 503 before")
+    async def health() -> JSONResponse:
+        if state.failure is not None:
+            return JSONResponse({"status": "failed", "detail": state.failure}, status_code=503)
+        if not state.ready:
+            return JSONResponse(
+                {"status": "loading", "detail": "the model is loading"},
+                status_code=503,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/v1/model", summary="The model: base model, settings, dev metrics, engine, and the server's limits")
+    async def model_info() -> dict:
+        return state.describe(api_key_required=api_key is not None)
+
+    @app.get("/v1/examples", summary="Sample contexts and questions for the page")
+    async def examples() -> dict:
+        return {"examples": _sample_examples()}
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        with resources.as_file(STATIC / "index.html") as path:
+            return FileResponse(path, media_type="text/html; charset=utf-8")
+
+    with resources.as_file(STATIC) as folder:
+        app.mount("/static", StaticFiles(directory=folder), name="static")
+    return app
+
+
+class _ServerState:
+    """The model, its batcher, and whether it is ready."""
+
+    def __init__(self, model, limits: ServerLimits, metrics: ServerMetrics, name: str | None, card: dict | None) -> None:
+        self.source = model
+        self.model: QAModel | None = model if isinstance(model, QAModel) else None
+        self.limits, self.metrics = limits, metrics
+        self.name = name or (Path(str(model)).name if not isinstance(model, QAModel) else "model")
+        self.card = card
+        self.batcher: MicroBatcher | None = None
+        self.ready = False
+        self.failure: str | None = None
+
+    async def load(self, *, engine: str, device: str | None, bf16: bool | None) -> None:
+        try:
+            if self.model is None:
+                self.model = await asyncio.to_thread(
+                    QAModel.from_pretrained, self.source, engine=engine, device=device, bf16=bf16
+                )
+            if self.card is None:
+                self.card = _read_card(self.source)
+            self.batcher = MicroBatcher(
+                self.model,
+                max_batch_windows=self.limits.max_batch_windows,
+                max_wait_ms=self.limits.max_wait_ms,
+                max_queue_questions=self.limits.max_queue_questions,
+                observer=self.metrics.observer(),
+            )
+            self.batcher.start()
+            # the whole path once, so that the first caller does not pay for it
+            await self.batcher.answer([Example(id="warm-up", question="Warm-up?", context="The server is ready.")], 1)
+        except Exception as error:  # said by /v1/health and the log; the process stays up to say it
+            self.failure = f"{type(error).__name__}: {error}"
+            logger.error("the model could not be loaded: %s", self.failure)
+            raise
+        self.ready = True
+        self.metrics.ready.set(1)
+        logger.info("ready: %s answered by %s", self.name, self.model.engine.describe())
+
+    def ready_batcher(self) -> MicroBatcher:
+        if not self.ready or self.batcher is None:
+            detail = "the model failed to load" if self.failure else "the model is loading; retry shortly"
+            raise HTTPException(503, detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return self.batcher
+
+    def describe(self, api_key_required: bool) -> dict[str, Any]:
+        card = self.card or {}
+        model = self.model
+        settings = model.settings.to_dict() if model is not None else card.get("settings")
+        return {
+            "name": self.name,
+            "ready": self.ready,
+            "base_model": card.get("base_model"),
+            "settings": settings,
+            "null_threshold": (settings or {}).get("null_threshold"),
+            "best_epoch": card.get("best_epoch"),
+            "dev_metrics": card.get("dev_metrics"),
+            "data": card.get("data"),
+            "qatune_version": card.get("qatune_version"),
+            "engine": None if model is None else model.engine.to_dict() | {"description": model.engine.describe()},
+            "batching": None if self.batcher is None else {
+                "max_batch_windows": self.limits.max_batch_windows,
+                "max_wait_ms": self.limits.max_wait_ms,
+                "across_requests": self.batcher.across_requests,
+            },
+            "limits": {
+                "max_items": self.limits.max_items,
+                "max_body_bytes": self.limits.max_body_bytes,
+                "max_context_characters": self.limits.max_context_characters,
+                "max_top_k": MAX_TOP_K,
+                "max_queue_questions": self.limits.max_queue_questions,
+            },
+            "api_key_required": api_key_required,
+        }
+
+
+def _read_card(source) -> dict:
+    from qatune.settings import read_model_card
+
+    if isinstance(source, QAModel) or not Path(str(source)).is_dir():
+        return {}
+    card = read_model_card(source)
+    card.pop("training_arguments", None)  # paths and flags of the machine it was trained on
+    return card
+
+
+def _key_check(api_key: str | None):
+    """A dependency: with a key set, `Authorization: Bearer <key>` or 401 (compared in constant time)."""
+    expected = None if api_key is None else api_key.encode("utf-8")
+
+    async def require_key(request: Request) -> None:
+        if expected is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode("utf-8"), expected):
+            detail = "a valid API key is needed: send the header 'Authorization: Bearer <key>'"
+            raise HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+    return require_key
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if request.method == "POST" and media_type != "application/json":
+            detail = (
+                f"the body must be JSON sent with the header 'Content-Type: application/json' "
+                f"(found {media_type or 'no Content-Type'}); with curl: -H 'Content-Type: application/json'"
+            )
+            return JSONResponse({"detail": detail}, status_code=415)
+        errors = list(error.errors())
+        return JSONResponse({"detail": error_text(errors), "errors": plain_errors(errors)}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        detail = error.detail
+        if error.status_code == 400 and detail == "There was an error parsing the body":
+            detail = "the body could not be read as JSON text in UTF-8; send a JSON object encoded as UTF-8"
+        elif error.status_code == 404:
+            detail = f"no such endpoint: {request.url.path}; see /openapi.json for the endpoints"
+        elif error.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path}; see /openapi.json"
+        return JSONResponse({"detail": detail}, status_code=error.status_code, headers=error.headers)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, error: Exception) -> JSONResponse:
+        logger.exception("request to %s failed", request.url.path)
+        return JSONResponse({"detail": f"internal error ({type(error).__name__}); the server log has the details"}, status_code=500)
+
+
+class _BodyLimit:
+    """413 for a body over `max_bytes`, by its Content-Length or, when sent in chunks, as it arrives."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._refuse(send)
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # an HTTPException passes through FastAPI's body reading as it is
+                    raise HTTPException(413, self._detail())
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _detail(self) -> str:
+        return f"the request body is larger than {self.max_bytes} bytes (max_body_bytes); send fewer items or shorter texts"
+
+    async def _refuse(self, send) -> None:
+        response = JSONResponse({"detail": self._detail()}, status_code=413)
+        await response({"type": "http"}, None, send)
+
+
+class _Metrics:
+    """Counts every request by route and status and times it."""
+
+    def __init__(self, app, metrics: ServerMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), 500
+
+        async def watched(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        finally:
+            route = _route_of(scope)
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+
+def _route_of(scope) -> str:
+    """The route's template (a bounded set of label values), or 'other' for unknown paths."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "other"
+
+
+def _sample_examples() -> list[dict]:
+    """The first question of each paragraph of the sample dev data shipped with qatune."""
+    from qatune.data import load_examples
+    from qatune.sample import DEV
+
+    seen, picked = set(), []
+    for example in load_examples(DEV):
+        if example.context in seen:
+            continue
+        seen.add(example.context)
+        picked.append({"title": example.title or "", "context": example.context, "question": example.question})
+    return picked
+
+
+def _version() -> str:
+    from qatune import __version__
+
+    return __version__

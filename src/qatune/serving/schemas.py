@@ -1,0 +1,85 @@
+"""The JSON the server takes and gives, and validation errors in words."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictInt, StrictStr, Tag, field_validator
+
+# The most answers one question may ask for: decoding keeps the n_best (20 by default) best
+# starts and ends per window, so more would be mostly empty.
+MAX_TOP_K = 20
+
+
+class Question(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: StrictStr = Field(description="the question")
+    context: StrictStr = Field(description="the text that holds the answer")
+    top_k: StrictInt = Field(1, ge=1, le=MAX_TOP_K, description="how many answers, best first")
+
+    @field_validator("question", "context")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty or only whitespace")
+        return value
+
+
+class Questions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[Question] = Field(min_length=1, description="questions answered together, results in this order")
+
+
+def _shape(body: Any) -> str:
+    return "many" if isinstance(body, dict) and "items" in body else "one"
+
+
+AnswerRequest = Annotated[
+    Union[Annotated[Question, Tag("one")], Annotated[Questions, Tag("many")]], Discriminator(_shape)
+]
+
+
+class AnswerSpan(BaseModel):
+    text: str = Field(description="context[start:end]")
+    start: int = Field(description="first character, a Python (code point) index into the context")
+    end: int = Field(description="one past the last character (half-open)")
+    score: float = Field(description="probability of this span among the model's candidates")
+
+
+class Answered(BaseModel):
+    answers: list[AnswerSpan] = Field(description="best first; empty means no answer")
+    no_answer_probability: float
+
+
+class AnsweredMany(BaseModel):
+    results: list[Answered]
+
+
+def error_text(errors: list[dict]) -> str:
+    """Pydantic's errors as one line naming each field, e.g. 'items[2].context: Field required'."""
+    return "; ".join(f"{_place(error.get('loc', ()))}: {_message(error)}" for error in errors)
+
+
+def plain_errors(errors: list[dict]) -> list[dict]:
+    """The errors without the values sent (they can be long, or a key pasted by mistake)."""
+    return [{"field": _place(error.get("loc", ())), "message": _message(error)} for error in errors]
+
+
+def _place(loc) -> str:
+    if len(loc) == 2 and loc[0] == "body" and isinstance(loc[1], int):  # JSON that does not parse, at a position
+        return "body"
+    parts = [part for part in loc if part not in ("body", "one", "many")]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "body"
+
+
+def _message(error: dict) -> str:
+    message = str(error.get("msg", "invalid"))
+    if error.get("type") == "json_invalid":
+        reason = (error.get("ctx") or {}).get("error")
+        return "not valid JSON" + (f" ({reason})" if reason else "")
+    return message.removeprefix("Value error, ")

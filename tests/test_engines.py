@@ -184,3 +184,52 @@ def test_a_converted_model_answers_without_importing_torch(tiny_bert):
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.split() == ["openvino", "False"]
+
+
+@pytest.fixture(scope="module")
+def minilm_sized_bert(tmp_path_factory):
+    """A random encoder with all-MiniLM's widths (384 hidden, 12 heads, 1536 intermediate): the
+    matrix kernels a real model gets, which a 32-wide tiny model may not reach."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering, BertConfig
+
+    from conftest import _tokenizer
+
+    folder = tmp_path_factory.mktemp("minilm-sized")
+    tokenizer = _tokenizer("bert")
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=384, intermediate_size=1536, num_hidden_layers=2,
+        num_attention_heads=12, max_position_embeddings=512,
+    )
+    torch.manual_seed(0)
+    AutoModelForQuestionAnswering.from_config(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bf16"])
+@pytest.mark.parametrize("size", ["tiny", "minilm-sized"])
+def test_openvino_logits_of_a_window_do_not_depend_on_its_batch(size, bf16, request, examples):
+    """What lets the server batch different callers together without changing an answer: a
+    window's logits are the same to the bit alone and among others, with more padding."""
+    folder = request.getfixturevalue("tiny_bert" if size == "tiny" else "minilm_sized_bert")
+    model = QAModel.from_pretrained(folder, engine="openvino", bf16=bf16)
+    assert model.engine.batch_invariant
+    windows = make_windows(examples, model.tokenizer, model.settings)
+    pad, lengths = model.tokenizer.pad_token_id or 0, windows.lengths
+    rng = np.random.default_rng(0)
+
+    def logits_of(indices):
+        start, end = model.engine.logits(pad_windows(windows, indices, pad, 16))
+        return {w: (start[row, : lengths[w]], end[row, : lengths[w]]) for row, w in enumerate(indices)}
+
+    alone = {w: logits_of([w])[w] for w in range(len(windows))}
+    for size_of_batch in (2, 5, 8, 17, 32):
+        indices = rng.choice(len(windows), size=min(size_of_batch, len(windows)), replace=False).tolist()
+        for window, (start, end) in logits_of(indices).items():
+            assert np.array_equal(start, alone[window][0]) and np.array_equal(end, alone[window][1]), (size_of_batch, window)
+
+
+def test_engines_whose_logits_depend_on_the_batch_say_so(tiny_bert):
+    assert not QAModel.from_pretrained(tiny_bert, engine="torch").engine.batch_invariant
+    assert not QAModel.from_pretrained(tiny_bert, engine="onnx").engine.batch_invariant

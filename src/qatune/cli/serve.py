@@ -54,12 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--api-key-env", metavar="NAME",
         help="require 'Authorization: Bearer <key>' on /v1/answer, the key read from the environment variable NAME",
     )
-    parser.add_argument("--no-bf16", action="store_true", help="compute in float32 even where bf16 is fast")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    parser.add_argument(
-        "--engine", default="auto", choices=["auto", "torch", "onnx", "openvino"],
-        help="what computes the answers (default: auto, as for `qatune ask`)",
-    )
+    options.add_model_loading(parser, batch_size=False)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
 
 
@@ -67,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from qatune.serving import ServerLimits, create_app
+    from qatune.serving.app import model_card_of
 
     options.quiet_libraries(import_torch=False)
     options.limit_heap_fragmentation()
@@ -80,11 +76,10 @@ def run(args: argparse.Namespace) -> int:
         max_context_characters=args.max_context_chars,
     )
     logging.getLogger("qatune").setLevel(args.log_level.upper())
-    _check_model_path(args.model)
-    app = create_app(
-        args.model, limits=limits, api_key=api_key, engine=args.engine, device=args.device,
-        bf16=False if args.no_bf16 else None,
-    )
+    # Loaded before the port opens: a model that cannot load is an `error:` line and exit 2,
+    # not a server whose health check fails forever.
+    model = options.load_model(args)
+    app = create_app(model, limits=limits, api_key=api_key, name=_display_name(args.model), model_card=model_card_of(args.model))
     where = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}"
     options.say_on_stderr(
         f"serving {args.model} on {where} (the page at /, the API at /v1/answer, schema at /openapi.json)"
@@ -109,8 +104,9 @@ def _api_key(variable: str | None) -> str | None:
     return key
 
 
-def _check_model_path(model: str) -> None:
-    """A missing folder is an error now, not a server that says 'failed' on /v1/health."""
-    from qatune.modeling import locate_model
+def _display_name(model: str) -> str:
+    """The folder's name (or the hub id) that the page and /v1/model show."""
+    from pathlib import Path
 
-    locate_model(model)
+    path = Path(model).expanduser()
+    return path.resolve().name if path.is_dir() else model

@@ -134,7 +134,6 @@ def create_app(
                 )
         batcher = state.ready_batcher()
         results = []
-        # one call per top_k: a request's questions share the batch, each with its own ranking length
         examples = [Example(id=str(i), question=item.question, context=item.context) for i, item in enumerate(items)]
         try:
             decoded = await batcher.answer(examples, max(item.top_k for item in items))
@@ -200,7 +199,7 @@ class _ServerState:
                     QAModel.from_pretrained, self.source, engine=engine, device=device, bf16=bf16
                 )
             if self.card is None:
-                self.card = _read_card(self.source)
+                self.card = model_card_of(self.source)
             self.batcher = MicroBatcher(
                 self.model,
                 max_batch_windows=self.limits.max_batch_windows,
@@ -256,12 +255,13 @@ class _ServerState:
         }
 
 
-def _read_card(source) -> dict:
+def model_card_of(source) -> dict:
+    """What /v1/model shows of a model folder's qatune.json ({} for a QAModel or a hub id)."""
     from qatune.settings import read_model_card
 
-    if isinstance(source, QAModel) or not Path(str(source)).is_dir():
+    if isinstance(source, QAModel) or not Path(str(source)).expanduser().is_dir():
         return {}
-    card = read_model_card(source)
+    card = read_model_card(Path(str(source)).expanduser())
     card.pop("training_arguments", None)  # paths and flags of the machine it was trained on
     return card
 

@@ -2,8 +2,9 @@
 
 Each request's questions are cut into windows as they arrive (in a worker thread, off the event
 loop). One task takes requests from the queue until `max_batch_windows` windows are gathered or
-`max_wait_ms` have passed since the first, answers them together on the engine's own thread,
-and gives each caller its own answers. Windows of all the callers are sorted by length, so a
+`max_wait_ms` have passed since the first was queued (it waits only while other requests are
+being cut into windows, so a lone caller never waits), answers them together on the engine's
+own thread, and gives each caller its own answers. Windows of all the callers are sorted by length, so a
 forward pass holds windows of similar length padded to the longest.
 
 Batching never changes an answer: callers' windows share a forward pass only when the engine
@@ -36,6 +37,7 @@ class _Request:
     windows: Windows
     top_k: int
     future: asyncio.Future = field(repr=False)
+    arrived: float = 0.0  # time.monotonic() when it was queued
 
     @property
     def window_count(self) -> int:
@@ -69,6 +71,7 @@ class MicroBatcher:
         self.observer = observer or BatchObserver()
         self._waiting: collections.deque[_Request] = collections.deque()
         self._queued_questions = 0
+        self._coming = 0  # requests taken but not yet in a batch (being tokenized, or queued)
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         # One thread runs the engine (engines are not made to be called from two threads at
@@ -104,17 +107,22 @@ class MicroBatcher:
             raise QueueFull(f"{self._queued_questions} questions are waiting (the queue holds {self.max_queue_questions})")
         self._queued_questions += len(examples)
         self.observer.queue_depth(self._queued_questions)
+        self._coming += 1
+        queued = False
         try:
             loop = asyncio.get_running_loop()
             windows = await loop.run_in_executor(
                 self._tokenizer_thread, make_windows, examples, self.model.tokenizer, self.model.settings
             )
-            request = _Request(examples, windows, top_k, loop.create_future())
+            request = _Request(examples, windows, top_k, loop.create_future(), time.monotonic())
             self._waiting.append(request)
+            queued = True
             assert self._arrived is not None, "MicroBatcher.start() was not called"
             self._arrived.set()
             return await asyncio.shield(request.future)
         finally:
+            if not queued:  # failed before it was queued: no batch will take it
+                self._coming -= 1
             self._queued_questions -= len(examples)
             self.observer.queue_depth(self._queued_questions)
 
@@ -136,20 +144,21 @@ class MicroBatcher:
                     request.future.set_result(decoded)
 
     async def _gather(self) -> list[_Request]:
-        """The next batch: the first request waiting, then those that arrive within max_wait of
-        it while the windows fit in max_batch_windows."""
+        """The next batch: the first request waiting, then others while their windows fit in
+        max_batch_windows. It waits for more (up to max_wait after the first was queued) only
+        while other requests are on their way (being tokenized): a lone caller never waits."""
         while not self._waiting:
             self._arrived.clear()
             await self._arrived.wait()
-        batch = [self._waiting.popleft()]
+        batch = [self._take()]
         if not self.across_requests:
             return batch
         windows = batch[0].window_count
-        deadline = time.monotonic() + self.max_wait
+        deadline = batch[0].arrived + self.max_wait
         while windows < self.max_batch_windows:
             if not self._waiting:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if self._coming == 0 or remaining <= 0:
                     break
                 self._arrived.clear()
                 try:
@@ -159,10 +168,13 @@ class MicroBatcher:
                 continue
             if windows + self._waiting[0].window_count > self.max_batch_windows:
                 break
-            request = self._waiting.popleft()
-            batch.append(request)
-            windows += request.window_count
+            batch.append(self._take())
+            windows += batch[-1].window_count
         return batch
+
+    def _take(self) -> _Request:
+        self._coming -= 1
+        return self._waiting.popleft()
 
     def _answer_batch(self, batch: list[_Request]) -> list[list[Decoded]]:
         """On the engine thread: every request's questions answered in one `predict` call."""

@@ -159,8 +159,8 @@ class QAModel:
         An empty list means "no answer": the no-answer probability exceeds the model's
         null_threshold (only models trained on data with unanswerable questions say so).
         """
-        _check_text("question", question)
-        _check_text("context", context)
+        check_text("question", question)
+        check_text("context", context)
         example = Example(id="question", question=question, context=context)
         return self.answers_of(self.predict([example], top_k=top_k)[0], top_k)
 
@@ -299,7 +299,8 @@ def _close_call(decoded: Decoded, null_threshold: float, margin: float) -> bool:
     return close_call_margin(decoded, null_threshold) < margin
 
 
-def _check_text(name: str, value: object) -> None:
+def check_text(name: str, value: object) -> None:
+    """A SettingsError unless `value` is a non-blank string that has a UTF-8 form (no lone surrogate)."""
     import re
 
     if not isinstance(value, str) or not value.strip():

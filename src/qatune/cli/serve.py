@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 
 from qatune.cli import argtypes, options
 from qatune.errors import SettingsError
@@ -85,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
         f"serving {args.model} on {where} (the page at /, the API at /v1/answer, schema at /openapi.json)"
         + ("; /v1/answer needs the API key" if api_key else "")
     )
+    # uvicorn answers SIGTERM by stopping gracefully, then raises the signal again with the
+    # handler found at start: a no-op one, so that a graceful stop exits with 0, not 143.
+    signal.signal(signal.SIGTERM, lambda number, frame: None)
     uvicorn.run(
         app, host=args.host, port=args.port, log_level=args.log_level,
         timeout_graceful_shutdown=GRACEFUL_STOP_SECONDS, access_log=args.log_level == "debug",

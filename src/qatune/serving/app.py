@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import logging
 import time
@@ -29,7 +30,7 @@ from starlette.exceptions import HTTPException
 
 from qatune.data import Example
 from qatune.inference import QAModel
-from qatune.serving.batcher import MicroBatcher, QueueFull
+from qatune.serving.batcher import LargerThanQueue, MicroBatcher, QueueFull
 from qatune.serving.metrics import ServerMetrics
 from qatune.serving.schemas import (
     MAX_TOP_K,
@@ -44,7 +45,7 @@ from qatune.serving.schemas import (
 
 logger = logging.getLogger("qatune.serving")
 
-STATIC = resources.files("qatune.serving") / "static"
+STATIC = Path(str(resources.files("qatune.serving") / "static"))  # installed as plain files (package data)
 RETRY_AFTER_SECONDS = 1
 
 
@@ -137,6 +138,8 @@ def create_app(
         examples = [Example(id=str(i), question=item.question, context=item.context) for i, item in enumerate(items)]
         try:
             decoded = await batcher.answer(examples, max(item.top_k for item in items))
+        except LargerThanQueue as error:
+            raise HTTPException(413, f"{error} (max_queue_questions): send fewer items per request")
         except QueueFull as error:
             raise HTTPException(503, f"busy: {error}; retry shortly", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         metrics.questions.inc(len(items))
@@ -171,11 +174,10 @@ def create_app(
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
-        with resources.as_file(STATIC / "index.html") as path:
-            return FileResponse(path, media_type="text/html; charset=utf-8")
+        return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
 
-    with resources.as_file(STATIC) as folder:
-        app.mount("/static", StaticFiles(directory=folder), name="static")
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(_PageHeaders)
     return app
 
 
@@ -263,6 +265,9 @@ def model_card_of(source) -> dict:
         return {}
     card = read_model_card(Path(str(source)).expanduser())
     card.pop("training_arguments", None)  # paths and flags of the machine it was trained on
+    base = card.get("base_model")
+    if isinstance(base, str) and Path(base).is_absolute():  # a folder there: its last two names say what it is
+        card["base_model"] = "/".join(Path(base).parts[-2:])
     return card
 
 
@@ -346,6 +351,30 @@ class _BodyLimit:
         await response({"type": "http"}, None, send)
 
 
+class _PageHeaders:
+    """nosniff on every response; the page and its files revalidated on each load, so that a
+    browser never pairs an old script with a new page after an upgrade."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        page = scope["path"] == "/" or scope["path"].startswith("/static/")
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                if page:
+                    headers.append((b"cache-control", b"no-cache"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 class _Metrics:
     """Counts every request by route and status and times it."""
 
@@ -373,11 +402,15 @@ class _Metrics:
 
 def _route_of(scope) -> str:
     """The route's template (a bounded set of label values), or 'other' for unknown paths."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "other"
+    path = getattr(scope.get("route"), "path", None)
+    if isinstance(path, str):
+        return path
+    # refused before routing (a body over the limit by its Content-Length): the path, if a route's
+    known = {getattr(route, "path", None) for route in getattr(scope.get("app"), "routes", ())}
+    return scope["path"] if scope.get("path") in known else "other"
 
 
+@functools.lru_cache(maxsize=1)
 def _sample_examples() -> list[dict]:
     """The first question of each paragraph of the sample dev data shipped with qatune."""
     from qatune.data import load_examples

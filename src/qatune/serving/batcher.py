@@ -31,6 +31,10 @@ class QueueFull(Exception):
     """More questions are waiting than the queue holds: the caller should come back later."""
 
 
+class LargerThanQueue(Exception):
+    """One request has more questions than the queue holds: no retry can succeed."""
+
+
 @dataclass
 class _Request:
     examples: list[Example]
@@ -102,7 +106,9 @@ class MicroBatcher:
 
     async def answer(self, examples: list[Example], top_k: int) -> list[Decoded]:
         """The decoded answers of `examples` (ranked, top_k of them), as `QAModel.predict` gives them.
-        Raises QueueFull when the queue has no room for them."""
+        Raises QueueFull when the queue has no room for them now, LargerThanQueue when it never will."""
+        if len(examples) > self.max_queue_questions:
+            raise LargerThanQueue(f"{len(examples)} questions in one request; the queue holds at most {self.max_queue_questions}")
         if self._queued_questions + len(examples) > self.max_queue_questions:
             raise QueueFull(f"{self._queued_questions} questions are waiting (the queue holds {self.max_queue_questions})")
         self._queued_questions += len(examples)

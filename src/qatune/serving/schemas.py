@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Union
 
+from qatune.errors import SettingsError
+from qatune.inference import check_text
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictInt, StrictStr, Tag, field_validator
 
 # The most answers one question may ask for: decoding keeps the n_best (20 by default) best
@@ -20,9 +22,13 @@ class Question(BaseModel):
 
     @field_validator("question", "context")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
+    def _usable_text(cls, value: str, info) -> str:
         if not value.strip():
             raise ValueError("must not be empty or only whitespace")
+        try:  # JSON may escape a lone surrogate (\ud800), which has no UTF-8 form
+            check_text(info.field_name, value)
+        except SettingsError as error:
+            raise ValueError(str(error)) from None
         return value
 
 

@@ -52,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--engines", nargs="+", default=["auto"], help="auto, torch, openvino, onnx (default: auto)")
     parser.add_argument("--no-batching-row", action="store_true", help="skip the --max-batch-windows 1 rows")
+    parser.add_argument("--serve-args", nargs="*", default=[], help="more arguments for every `qatune serve`, e.g. --batch-size 4")
     parser.add_argument("--questions", type=int, default=None, help="the first N questions (default: all)")
     return parser.parse_args(argv)
 
@@ -187,7 +188,7 @@ def main(argv=None) -> int:
         print(f"batched QAModel.predict, {reference['engine']}: {reference['questions_per_s']:.1f} questions/s", flush=True)
         settings = [("on", [])] + ([] if args.no_batching_row else [("off", ["--max-batch-windows", "1"])])
         for batching, extra in settings:
-            server = Server(args.model, ["--engine", engine, *extra], args.work / f"serve-{engine}-{batching}.log")
+            server = Server(args.model, ["--engine", engine, *args.serve_args, *extra], args.work / f"serve-{engine}-{batching}.log")
             try:
                 for clients in args.clients:
                     before = server.metrics()

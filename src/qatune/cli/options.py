@@ -22,9 +22,8 @@ def add_data_reading(parser: argparse.ArgumentParser, format_flag: str = "--form
     )
 
 
-def add_model_loading(parser: argparse.ArgumentParser, batch_size: bool = True) -> None:
-    if batch_size:
-        parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
+def add_model_loading(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
     parser.add_argument("--no-bf16", action="store_true", help="compute in float32 even where bf16 is fast")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument(

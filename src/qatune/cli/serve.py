@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--api-key-env", metavar="NAME",
         help="require 'Authorization: Bearer <key>' on /v1/answer, the key read from the environment variable NAME",
     )
-    options.add_model_loading(parser, batch_size=False)
+    options.add_model_loading(parser)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
 
 
@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     api_key = _api_key(args.api_key_env)
     limits = ServerLimits(
         max_batch_windows=args.max_batch_windows,
+        batch_size=args.batch_size,
         max_wait_ms=args.max_wait_ms if args.max_wait_ms > 0 else 1e-3,
         max_queue_questions=args.max_queue,
         max_items=args.max_items,

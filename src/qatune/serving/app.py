@@ -53,7 +53,8 @@ RETRY_AFTER_SECONDS = 1
 class ServerLimits:
     """What one request may ask, and how requests are batched."""
 
-    max_batch_windows: int = 32  # windows per micro-batch; 1 turns batching off
+    max_batch_windows: int = 32  # windows gathered from callers per micro-batch; 1 turns batching off
+    batch_size: int = 8  # windows per forward pass within a micro-batch, as for `qatune predict`
     max_wait_ms: float = 5.0  # how long the first request of a batch waits for others
     max_queue_questions: int = 1024  # beyond this many waiting questions: 503 with Retry-After
     max_items: int = 64  # questions in one {"items": [...]} request
@@ -205,6 +206,7 @@ class _ServerState:
             self.batcher = MicroBatcher(
                 self.model,
                 max_batch_windows=self.limits.max_batch_windows,
+                batch_size=self.limits.batch_size,
                 max_wait_ms=self.limits.max_wait_ms,
                 max_queue_questions=self.limits.max_queue_questions,
                 observer=self.metrics.observer(),
@@ -243,6 +245,7 @@ class _ServerState:
             "engine": None if model is None else model.engine.to_dict() | {"description": model.engine.describe()},
             "batching": None if self.batcher is None else {
                 "max_batch_windows": self.limits.max_batch_windows,
+                "batch_size": self.limits.batch_size,
                 "max_wait_ms": self.limits.max_wait_ms,
                 "across_requests": self.batcher.across_requests,
             },

@@ -4,8 +4,8 @@ Each request's questions are cut into windows as they arrive (in a worker thread
 loop). One task takes requests from the queue until `max_batch_windows` windows are gathered or
 `max_wait_ms` have passed since the first was queued (it waits only while other requests are
 being cut into windows, so a lone caller never waits), answers them together on the engine's
-own thread, and gives each caller its own answers. Windows of all the callers are sorted by length, so a
-forward pass holds windows of similar length padded to the longest.
+own thread, and gives each caller its own answers. The callers' windows are sorted by length and
+answered in forward passes of `batch_size` windows, so a pass holds windows of similar length.
 
 Batching never changes an answer: callers' windows share a forward pass only when the engine
 is batch-invariant (a window's logits do not depend on what else is in its batch); otherwise
@@ -24,7 +24,7 @@ from typing import Callable
 from qatune.data import Example
 from qatune.decoding import Decoded
 from qatune.features import Windows, concat_windows, make_windows
-from qatune.inference import QAModel
+from qatune.inference import ANSWER_BATCH_SIZE, QAModel
 
 
 class QueueFull(Exception):
@@ -63,12 +63,14 @@ class MicroBatcher:
         model: QAModel,
         *,
         max_batch_windows: int = 32,
+        batch_size: int = ANSWER_BATCH_SIZE,
         max_wait_ms: float = 5.0,
         max_queue_questions: int = 1024,
         observer: BatchObserver | None = None,
     ) -> None:
         self.model = model
         self.max_batch_windows = max_batch_windows
+        self.batch_size = batch_size
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue_questions = max_queue_questions
         self.across_requests = model.engine.batch_invariant and max_batch_windows > 1
@@ -189,7 +191,9 @@ class MicroBatcher:
         self.observer.batch(len(windows), len(batch))
         top_k = max(request.top_k for request in batch)
         # the first top_k of a longer ranking are the top_k ranking itself
-        decoded = self.model.predict(examples, batch_size=self.max_batch_windows, top_k=top_k, windows=windows)
+        # in forward passes of batch_size windows of similar length: on a CPU, one pass of every
+        # window padded to the longest was slower than no batching at all (BENCHMARKS.md)
+        decoded = self.model.predict(examples, batch_size=self.batch_size, top_k=top_k, windows=windows)
         results, first = [], 0
         for request in batch:
             results.append([Decoded(d.answers[: request.top_k], d.null_prob) for d in decoded[first : first + len(request.examples)]])

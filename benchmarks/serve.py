@@ -10,7 +10,9 @@ Steps, one after the other (never two at once):
    (one keep-alive HTTP connection each) send every question once between them
    (`POST /v1/answer`, top_k 1), for each C; throughput, p50/p95/p99 latency, errors, the
    answers' agreement with the batched run, and the mean micro-batch (requests and windows,
-   from /metrics).
+   from /metrics). Before and after each row, every question in one `{"items": [...]}` request
+   (`QAModel.predict` on all of them, in the server process): a batched reference measured
+   beside the row, since this machine's speed drifts by 20% within minutes.
 
 The clients run in this process, on the same cores as the server: their share of the CPU
 (measured, printed) is part of what a real deployment on one machine would pay.
@@ -42,6 +44,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from run import machine  # noqa: E402  (the CPU and its matrix units, as the other tables name them)
+
+
+# room for every question in one request: the batched reference measured in the server
+BATCHED_REQUEST_LIMITS = ["--max-items", "100000", "--max-queue", "100000", "--max-body-bytes", "1000000000"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -167,6 +173,23 @@ def load(server: Server, questions: list[dict], clients: int) -> dict:
     }
 
 
+def batched_in_server(server: "Server", questions: list[dict]) -> float:
+    """Questions/s of every question in one {"items": [...]} request: `QAModel.predict` on all of
+    them in the server process itself, a reference measured beside each row (this machine's
+    speed drifts by 20% within minutes)."""
+    body = json.dumps({"items": [{"question": q["question"], "context": q["context"]} for q in questions]})
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
+    started = time.perf_counter()
+    connection.request("POST", "/v1/answer", body, {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    response.read()
+    elapsed = time.perf_counter() - started
+    connection.close()
+    if response.status != 200:
+        raise SystemExit(f"the batched request failed with {response.status}")
+    return len(questions) / elapsed
+
+
 def histogram_mean(metrics: str, name: str) -> tuple[float, float]:
     total = float(re.search(rf"^{name}_sum (\S+)$", metrics, re.M).group(1))
     count = float(re.search(rf"^{name}_count (\S+)$", metrics, re.M).group(1))
@@ -188,18 +211,23 @@ def main(argv=None) -> int:
         print(f"batched QAModel.predict, {reference['engine']}: {reference['questions_per_s']:.1f} questions/s", flush=True)
         settings = [("on", [])] + ([] if args.no_batching_row else [("off", ["--max-batch-windows", "1"])])
         for batching, extra in settings:
-            server = Server(args.model, ["--engine", engine, *args.serve_args, *extra], args.work / f"serve-{engine}-{batching}.log")
+            server = Server(args.model, ["--engine", engine, *BATCHED_REQUEST_LIMITS, *args.serve_args, *extra], args.work / f"serve-{engine}-{batching}.log")
             try:
                 for clients in args.clients:
+                    batched_before = batched_in_server(server, questions)
                     before = server.metrics()
                     result = load(server, questions, clients)
                     after = server.metrics()
+                    batched_after = batched_in_server(server, questions)
+                    batched_rate = (batched_before + batched_after) / 2
                     requests = [a - b for a, b in zip(histogram_mean(after, "qatune_batch_requests"), histogram_mean(before, "qatune_batch_requests"))]
                     windows = [a - b for a, b in zip(histogram_mean(after, "qatune_batch_windows"), histogram_mean(before, "qatune_batch_windows"))]
                     same = sum(result["answers"][i] == reference["predictions"][q["id"]] for i, q in enumerate(questions))
                     row = {
                         "engine": server.engine, "batching": batching, **{k: v for k, v in result.items() if k != "answers"},
                         "vs_predict": result["questions_per_s"] / reference["questions_per_s"],
+                        "batched_in_server_questions_per_s": [batched_before, batched_after],
+                        "vs_batched_in_server": result["questions_per_s"] / batched_rate,
                         "predict_questions_per_s": reference["questions_per_s"],
                         "same_as_predict": same / len(questions),
                         "mean_batch_requests": requests[0] / max(requests[1], 1),
@@ -208,7 +236,7 @@ def main(argv=None) -> int:
                     rows.append(row)
                     print(
                         f"{row['engine']}, batching {batching}, {clients} clients: {row['questions_per_s']:.1f} q/s "
-                        f"({row['vs_predict']:.2f}x predict), p50 {row['p50_ms']:.0f} ms p95 {row['p95_ms']:.0f} "
+                        f"({row['vs_predict']:.2f}x predict, {row['vs_batched_in_server']:.2f}x one batched request beside it), p50 {row['p50_ms']:.0f} ms p95 {row['p95_ms']:.0f} "
                         f"p99 {row['p99_ms']:.0f}, errors {row['errors']}, same answers {100 * row['same_as_predict']:.1f}%, "
                         f"mean batch {row['mean_batch_requests']:.1f} requests / {row['mean_batch_windows']:.1f} windows, "
                         f"clients used {row['client_cpu_share']:.2f} cores",
@@ -225,13 +253,14 @@ def main(argv=None) -> int:
 
 def markdown(result: dict) -> str:
     lines = [
-        "| engine | micro-batching | clients | questions/s | vs batched predict | p50 ms | p95 ms | p99 ms | errors | same answers as predict | mean batch (requests / windows) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| engine | micro-batching | clients | questions/s | vs batched predict (before the rows) | vs one batched request (beside the row) | p50 ms | p95 ms | p99 ms | errors | same answers as predict | mean batch (requests / windows) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         lines.append(
             f"| {row['engine']} | {row['batching']} | {row['clients']} | {row['questions_per_s']:.1f} | "
-            f"{row['vs_predict']:.2f}x (predict {row['predict_questions_per_s']:.1f}) | {row['p50_ms']:.0f} | "
+            f"{row['vs_predict']:.2f}x (predict {row['predict_questions_per_s']:.1f}) | "
+            f"{row['vs_batched_in_server']:.2f}x ({' / '.join(f'{r:.1f}' for r in row['batched_in_server_questions_per_s'])}) | {row['p50_ms']:.0f} | "
             f"{row['p95_ms']:.0f} | {row['p99_ms']:.0f} | {row['errors']} | {100 * row['same_as_predict']:.1f}% | "
             f"{row['mean_batch_requests']:.1f} / {row['mean_batch_windows']:.1f} |"
         )

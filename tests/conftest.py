@@ -76,3 +76,22 @@ def tiny_distilbert(tmp_path_factory) -> Path:
 @pytest.fixture(params=["bert", "distilbert"])
 def tiny_model(request, tiny_bert, tiny_distilbert) -> Path:
     return tiny_bert if request.param == "bert" else tiny_distilbert
+
+
+@pytest.fixture(scope="session")
+def minilm_sized_bert(tmp_path_factory):
+    """A random encoder with all-MiniLM's widths (384 hidden, 12 heads, 1536 intermediate): the
+    matrix kernels a real model gets, which a 32-wide tiny model may not reach."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering, BertConfig
+
+    folder = tmp_path_factory.mktemp("minilm-sized")
+    tokenizer = _tokenizer("bert")
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=384, intermediate_size=1536, num_hidden_layers=2,
+        num_attention_heads=12, max_position_embeddings=512,
+    )
+    torch.manual_seed(0)
+    AutoModelForQuestionAnswering.from_config(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder

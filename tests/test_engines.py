@@ -186,27 +186,6 @@ def test_a_converted_model_answers_without_importing_torch(tiny_bert):
     assert completed.stdout.split() == ["openvino", "False"]
 
 
-@pytest.fixture(scope="module")
-def minilm_sized_bert(tmp_path_factory):
-    """A random encoder with all-MiniLM's widths (384 hidden, 12 heads, 1536 intermediate): the
-    matrix kernels a real model gets, which a 32-wide tiny model may not reach."""
-    import torch
-    from transformers import AutoModelForQuestionAnswering, BertConfig
-
-    from conftest import _tokenizer
-
-    folder = tmp_path_factory.mktemp("minilm-sized")
-    tokenizer = _tokenizer("bert")
-    config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=384, intermediate_size=1536, num_hidden_layers=2,
-        num_attention_heads=12, max_position_embeddings=512,
-    )
-    torch.manual_seed(0)
-    AutoModelForQuestionAnswering.from_config(config).save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 @pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bf16"])
 @pytest.mark.parametrize("size", ["tiny", "minilm-sized"])
 def test_openvino_logits_of_a_window_do_not_depend_on_its_batch(size, bf16, request, examples):

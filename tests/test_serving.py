@@ -953,6 +953,7 @@ def test_sigterm_answers_requests_in_flight(tiny_bert, reference, tmp_path):
             assert time.monotonic() < deadline, (waiting, answered)
             time.sleep(0.02)
         in_flight_at_signal = SIGTERM_REQUESTS - answered
+        assert in_flight_at_signal > 0, "every request was answered before the signal: the test shows nothing"
         server.process.send_signal(signal.SIGTERM)
         for thread in threads:
             thread.join(HTTP_TIMEOUT)
@@ -971,3 +972,47 @@ def test_sigterm_answers_requests_in_flight(tiny_bert, reference, tmp_path):
             socket.create_connection((parsed.hostname, parsed.port), timeout=10).close()
         assert "Traceback" not in output, output
         assert code == 0, output
+
+
+# === mounted, and engines whose logits depend on the batch (in process) ===============================
+
+
+def _ready(client, prefix: str = "") -> None:
+    deadline = time.monotonic() + 120
+    while client.get(prefix + "/v1/health").status_code != 200:
+        assert time.monotonic() < deadline, client.get(prefix + "/v1/health").json()
+        time.sleep(0.1)
+
+
+def test_the_app_works_mounted_in_another_app(tiny_bert):
+    """A parent app does not run a mounted app's lifespan: it loads on its first request."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from qatune.serving import create_app
+
+    parent = FastAPI()
+    parent.mount("/qa", create_app(tiny_bert))
+    with TestClient(parent) as client:
+        _ready(client, "/qa")
+        answered = client.post("/qa/v1/answer", json={"question": "who?", "context": "the cat sat"}).json()
+        assert answered["answers"] and answered["answers"][0]["text"] in "the cat sat"
+        page = client.get("/qa/").text
+        # the page asks for its files and the API relative to where it is served
+        assert 'src="static/app.js"' in page and client.get("/qa/static/app.js").status_code == 200
+
+
+def test_items_equal_ask_on_an_engine_whose_logits_depend_on_the_batch(minilm_sized_bert):
+    """PyTorch answers each question alone, as `ask` does, even inside one items request."""
+    from fastapi.testclient import TestClient
+
+    from qatune.inference import QAModel
+    from qatune.serving import create_app
+
+    model = QAModel.from_pretrained(minilm_sized_bert, engine="torch", bf16=False)
+    assert not model.engine.batch_invariant
+    inputs = varied_inputs(seed=5, count=12)
+    expected = [expected_result(model, item) for item in inputs]
+    with TestClient(create_app(model)) as client:
+        _ready(client)
+        assert client.post("/v1/answer", json={"items": inputs}).json()["results"] == expected

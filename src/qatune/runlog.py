@@ -19,7 +19,8 @@ class MetricsLog:
             records, torn = _read_records(path)
             if torn:
                 log(f"{path}: dropped {torn} unreadable line{'s' if torn > 1 else ''} (cut short when the run was stopped)")
-            kept = [record for record in records if record.get("epoch", 0) <= keep_through_epoch]
+            # "kept" describes the end of a run: a resumed run ends anew and writes its own
+            kept = [r for r in records if r.get("epoch", 0) <= keep_through_epoch and r.get("type") != "kept"]
             # Replaced whole, so that a kill now loses nothing of what was kept.
             temporary = path.with_name(path.name + ".tmp")
             temporary.write_text("".join(json.dumps(record) + "\n" for record in kept), encoding="utf-8")

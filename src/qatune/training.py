@@ -188,7 +188,7 @@ def train(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     use_bf16 = bf16_supported(device) if args.bf16 is None else args.bf16
     # Autocast is applied in the loop, not by accelerate, so that the model itself stays plain
-    # and dev evaluation runs exactly as `qatune evaluate` runs it.
+    # and the kept model is scored exactly as `qatune evaluate` scores it.
     accelerator = Accelerator(mixed_precision="no")
     tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
     model = load_qa_model(

@@ -26,6 +26,7 @@ COMMANDS = {
     "ask": "Answer one question about one context.",
     "export": "Export a model to ONNX (optionally with int8 weights) for fast CPU answering.",
     "serve": "Answer questions over HTTP: a JSON API, a page, metrics.",
+    "annotate": "Write and correct question-answer data on a page, with a model's suggestions.",
 }
 
 # 128 + SIGPIPE: what a shell reports for other tools whose reader went away (`yes | head -1`),

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from qatune.cli import argtypes
+
 
 def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -23,7 +25,9 @@ def add_data_reading(parser: argparse.ArgumentParser, format_flag: str = "--form
 
 
 def add_model_loading(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
+    parser.add_argument(
+        "--batch-size", type=argtypes.whole_number_from_one, default=8, help="windows per forward pass (default: 8)"
+    )
     parser.add_argument("--no-bf16", action="store_true", help="compute in float32 even where bf16 is fast")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument(

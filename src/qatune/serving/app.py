@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
@@ -32,21 +31,20 @@ from qatune.data import Example
 from qatune.inference import QAModel
 from qatune.serving.batcher import LargerThanQueue, MicroBatcher, QueueFull
 from qatune.serving.metrics import ServerMetrics
+from qatune.web import BodyLimit, PageHeaders, add_error_handlers
 from qatune.serving.schemas import (
     MAX_TOP_K,
     AnsweredMany,
     Answered,
     AnswerRequest,
-    Question,
     Questions,
-    error_text,
-    plain_errors,
 )
 
 logger = logging.getLogger("qatune.serving")
 
 STATIC = Path(str(resources.files("qatune.serving") / "static"))  # installed as plain files (package data)
 RETRY_AFTER_SECONDS = 1
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
 @dataclass(frozen=True)
@@ -83,17 +81,13 @@ def create_app(
     `api_key`, `/v1/answer` needs `Authorization: Bearer <api_key>`."""
     limits = limits or ServerLimits()
     metrics = ServerMetrics()
-    state = _ServerState(model, limits, metrics, name, model_card)
+    state = _ServerState(model, limits, metrics, name, model_card, dict(engine=engine, device=device, bf16=bf16))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        loader = asyncio.get_running_loop().create_task(state.load(engine=engine, device=device, bf16=bf16))
+        state.start_loading()
         yield
-        loader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await loader
-        if state.batcher is not None:
-            await state.batcher.stop()
+        await state.stop()
 
     app = FastAPI(
         title="qatune",
@@ -104,8 +98,8 @@ def create_app(
         redoc_url=None,
     )
     app.state.qatune = state
-    _add_error_handlers(app)
-    app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
+    add_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     app.add_middleware(_Metrics, metrics=metrics)
 
     require_key = _key_check(api_key)
@@ -123,6 +117,7 @@ def create_app(
         dependencies=[Depends(require_key)],
     )
     async def answer(body: AnswerRequest) -> dict:
+        state.start_loading()  # mounted in another app, whose lifespan does not run this app's
         items = body.items if isinstance(body, Questions) else [body]
         if len(items) > limits.max_items:
             raise HTTPException(413, f"{len(items)} items in one request; this server takes at most {limits.max_items} (max_items)")
@@ -151,6 +146,7 @@ def create_app(
 
     @app.get("/v1/health", summary="200 once the model has loaded and answered a warm-up question; 503 before")
     async def health() -> JSONResponse:
+        state.start_loading()
         if state.failure is not None:
             return JSONResponse({"status": "failed", "detail": state.failure}, status_code=503)
         if not state.ready:
@@ -178,14 +174,17 @@ def create_app(
         return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(_PageHeaders)
+    app.add_middleware(PageHeaders)
     return app
 
 
 class _ServerState:
     """The model, its batcher, and whether it is ready."""
 
-    def __init__(self, model, limits: ServerLimits, metrics: ServerMetrics, name: str | None, card: dict | None) -> None:
+    def __init__(
+        self, model, limits: ServerLimits, metrics: ServerMetrics, name: str | None, card: dict | None, loading: dict
+    ) -> None:
+        self.loading, self.loader = loading, None
         self.source = model
         self.model: QAModel | None = model if isinstance(model, QAModel) else None
         self.limits, self.metrics = limits, metrics
@@ -194,6 +193,20 @@ class _ServerState:
         self.batcher: MicroBatcher | None = None
         self.ready = False
         self.failure: str | None = None
+
+    def start_loading(self) -> None:
+        """Load (once) in the background: from the app's lifespan, or from its first request
+        when it is mounted in another app (whose lifespan does not run this one's)."""
+        if self.loader is None:
+            self.loader = asyncio.get_running_loop().create_task(self.load(**self.loading))
+
+    async def stop(self) -> None:
+        if self.loader is not None:
+            self.loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.loader
+        if self.batcher is not None:
+            await self.batcher.stop()
 
     async def load(self, *, engine: str, device: str | None, bf16: bool | None) -> None:
         try:
@@ -217,15 +230,16 @@ class _ServerState:
         except Exception as error:  # said by /v1/health and the log; the process stays up to say it
             self.failure = f"{type(error).__name__}: {error}"
             logger.error("the model could not be loaded: %s", self.failure)
-            raise
+            return
         self.ready = True
         self.metrics.ready.set(1)
         logger.info("ready: %s answered by %s", self.name, self.model.engine.describe())
 
     def ready_batcher(self) -> MicroBatcher:
+        if self.failure is not None:
+            raise HTTPException(503, f"the model failed to load ({self.failure}); the server log says more")
         if not self.ready or self.batcher is None:
-            detail = "the model failed to load" if self.failure else "the model is loading; retry shortly"
-            raise HTTPException(503, detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+            raise HTTPException(503, "the model is loading; retry shortly", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         return self.batcher
 
     def describe(self, api_key_required: bool) -> dict[str, Any]:
@@ -290,94 +304,6 @@ def _key_check(api_key: str | None):
     return require_key
 
 
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if request.method == "POST" and media_type != "application/json":
-            detail = (
-                f"the body must be JSON sent with the header 'Content-Type: application/json' "
-                f"(found {media_type or 'no Content-Type'}); with curl: -H 'Content-Type: application/json'"
-            )
-            return JSONResponse({"detail": detail}, status_code=415)
-        errors = list(error.errors())
-        return JSONResponse({"detail": error_text(errors), "errors": plain_errors(errors)}, status_code=422)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        detail = error.detail
-        if error.status_code == 400 and detail == "There was an error parsing the body":
-            detail = "the body could not be read as JSON text in UTF-8; send a JSON object encoded as UTF-8"
-        elif error.status_code == 404:
-            detail = f"no such endpoint: {request.url.path}; see /openapi.json for the endpoints"
-        elif error.status_code == 405:
-            detail = f"{request.method} is not allowed on {request.url.path}; see /openapi.json"
-        return JSONResponse({"detail": detail}, status_code=error.status_code, headers=error.headers)
-
-    @app.exception_handler(Exception)
-    async def crashed(request: Request, error: Exception) -> JSONResponse:
-        logger.exception("request to %s failed", request.url.path)
-        return JSONResponse({"detail": f"internal error ({type(error).__name__}); the server log has the details"}, status_code=500)
-
-
-class _BodyLimit:
-    """413 for a body over `max_bytes`, by its Content-Length or, when sent in chunks, as it arrives."""
-
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(send)
-        received = 0
-
-        async def counted():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    # an HTTPException passes through FastAPI's body reading as it is
-                    raise HTTPException(413, self._detail())
-            return message
-
-        await self.app(scope, counted, send)
-
-    def _detail(self) -> str:
-        return f"the request body is larger than {self.max_bytes} bytes (max_body_bytes); send fewer items or shorter texts"
-
-    async def _refuse(self, send) -> None:
-        response = JSONResponse({"detail": self._detail()}, status_code=413)
-        await response({"type": "http"}, None, send)
-
-
-class _PageHeaders:
-    """nosniff on every response; the page and its files revalidated on each load, so that a
-    browser never pairs an old script with a new page after an upgrade."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        page = scope["path"] == "/" or scope["path"].startswith("/static/")
-
-        async def with_headers(message):
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((b"x-content-type-options", b"nosniff"))
-                if page:
-                    headers.append((b"cache-control", b"no-cache"))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
-
-
 class _Metrics:
     """Counts every request by route and status and times it."""
 
@@ -399,7 +325,8 @@ class _Metrics:
             await self.app(scope, receive, watched)
         finally:
             route = _route_of(scope)
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            method = scope["method"] if scope["method"] in HTTP_METHODS else "other"  # a bounded set of labels
+            self.metrics.requests.labels(route, method, str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - started)
 
 

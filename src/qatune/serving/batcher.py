@@ -78,6 +78,7 @@ class MicroBatcher:
         self._waiting: collections.deque[_Request] = collections.deque()
         self._queued_questions = 0
         self._coming = 0  # requests taken but not yet in a batch (being tokenized, or queued)
+        self._in_flight: list[_Request] = []  # the batch being answered
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         # One thread runs the engine (engines are not made to be called from two threads at
@@ -92,17 +93,22 @@ class MicroBatcher:
         self._arrived = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._serve_forever(), name="qatune-micro-batcher")
 
-    async def stop(self) -> None:
-        """Answer what is queued, then stop."""
-        while self._waiting:
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Answer what is queued and in flight (for at most `timeout` seconds), fail what is
+        left, then stop."""
+        deadline = time.monotonic() + timeout
+        while (self._waiting or self._in_flight) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        for request in [*self._waiting, *self._in_flight]:
+            if not request.future.done():
+                request.future.set_exception(RuntimeError("the server stopped before answering"))
         if self._task is not None:
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        self._thread.shutdown(wait=True)
+        await asyncio.to_thread(self._thread.shutdown, wait=True)
 
     # --- callers -------------------------------------------------------------------------------
 
@@ -113,10 +119,9 @@ class MicroBatcher:
             raise LargerThanQueue(f"{len(examples)} questions in one request; the queue holds at most {self.max_queue_questions}")
         if self._queued_questions + len(examples) > self.max_queue_questions:
             raise QueueFull(f"{self._queued_questions} questions are waiting (the queue holds {self.max_queue_questions})")
-        self._queued_questions += len(examples)
-        self.observer.queue_depth(self._queued_questions)
+        self._count_queued(len(examples))
         self._coming += 1
-        queued = False
+        request = None
         try:
             loop = asyncio.get_running_loop()
             windows = await loop.run_in_executor(
@@ -124,15 +129,25 @@ class MicroBatcher:
             )
             request = _Request(examples, windows, top_k, loop.create_future(), time.monotonic())
             self._waiting.append(request)
-            queued = True
             assert self._arrived is not None, "MicroBatcher.start() was not called"
             self._arrived.set()
+            # shielded: a caller that goes away leaves its request to be answered or dropped below
             return await asyncio.shield(request.future)
-        finally:
-            if not queued:  # failed before it was queued: no batch will take it
+        except asyncio.CancelledError:
+            if request is not None and request in self._waiting:  # not taken yet: no one will want it
+                self._waiting.remove(request)
                 self._coming -= 1
-            self._queued_questions -= len(examples)
-            self.observer.queue_depth(self._queued_questions)
+                self._count_queued(-len(examples))
+            raise
+        finally:
+            if request is None:  # failed or cancelled while its windows were cut
+                self._coming -= 1
+                self._count_queued(-len(examples))
+
+    def _count_queued(self, change: int) -> None:
+        """Questions taken and not answered yet: counted until their batch is done."""
+        self._queued_questions += change
+        self.observer.queue_depth(self._queued_questions)
 
     # --- the batching task ---------------------------------------------------------------------
 
@@ -140,16 +155,19 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._gather()
+            self._in_flight = batch
             try:
-                results = await loop.run_in_executor(self._thread, self._answer_batch, batch)
-            except Exception as error:  # the callers get the error; the batcher goes on
-                for request in batch:
-                    if not request.future.done():
-                        request.future.set_exception(error)
-                continue
-            for request, decoded in zip(batch, results):
-                if not request.future.done():
-                    request.future.set_result(decoded)
+                outcomes = await loop.run_in_executor(self._thread, self._answer_batch, batch)
+            finally:
+                self._in_flight = []
+                self._count_queued(-sum(len(request.examples) for request in batch))
+            for request, outcome in zip(batch, outcomes):
+                if request.future.done():
+                    continue
+                if isinstance(outcome, Exception):
+                    request.future.set_exception(outcome)
+                else:
+                    request.future.set_result(outcome)
 
     async def _gather(self) -> list[_Request]:
         """The next batch: the first request waiting, then others while their windows fit in
@@ -184,18 +202,39 @@ class MicroBatcher:
         self._coming -= 1
         return self._waiting.popleft()
 
-    def _answer_batch(self, batch: list[_Request]) -> list[list[Decoded]]:
-        """On the engine thread: every request's questions answered in one `predict` call."""
+    def _answer_batch(self, batch: list[_Request]) -> list[list[Decoded] | Exception]:
+        """On the engine thread: the requests' questions answered together in one `predict` call
+        (each request alone where the engine's logits depend on the batch, as `ask` answers it).
+        Where a batch fails, each request is answered alone, so that only the one at fault fails."""
+        if self.across_requests and len(batch) > 1:
+            try:
+                return self._answer_together(batch)
+            except Exception:
+                pass
+        outcomes: list[list[Decoded] | Exception] = []
+        for request in batch:
+            try:
+                outcomes.append(self._answer_together([request])[0])
+            except Exception as error:  # this caller gets the error; the others their answers
+                outcomes.append(error)
+        return outcomes
+
+    def _answer_together(self, batch: list[_Request]) -> list[list[Decoded]]:
         examples = [example for request in batch for example in request.examples]
         windows = concat_windows([request.windows for request in batch], [len(request.examples) for request in batch])
         self.observer.batch(len(windows), len(batch))
         top_k = max(request.top_k for request in batch)
-        # the first top_k of a longer ranking are the top_k ranking itself
-        # in forward passes of batch_size windows of similar length: on a CPU, one pass of every
+        # forward passes of batch_size windows of similar length: on a CPU, one pass of every
         # window padded to the longest was slower than no batching at all (BENCHMARKS.md)
-        decoded = self.model.predict(examples, batch_size=self.batch_size, top_k=top_k, windows=windows)
+        if self.across_requests:
+            decoded = self.model.predict(examples, batch_size=self.batch_size, top_k=top_k, windows=windows)
+        else:  # as `ask` answers each question: its own windows only
+            decoded = [
+                self.model.predict([example], batch_size=self.batch_size, top_k=top_k)[0] for example in examples
+            ]
         results, first = [], 0
         for request in batch:
+            # the first top_k of a longer ranking are the top_k ranking itself
             results.append([Decoded(d.answers[: request.top_k], d.null_prob) for d in decoded[first : first + len(request.examples)]])
             first += len(request.examples)
         return results

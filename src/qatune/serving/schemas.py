@@ -61,31 +61,3 @@ class Answered(BaseModel):
 
 class AnsweredMany(BaseModel):
     results: list[Answered]
-
-
-def error_text(errors: list[dict]) -> str:
-    """Pydantic's errors as one line naming each field, e.g. 'items[2].context: Field required'."""
-    return "; ".join(f"{_place(error.get('loc', ()))}: {_message(error)}" for error in errors)
-
-
-def plain_errors(errors: list[dict]) -> list[dict]:
-    """The errors without the values sent (they can be long, or a key pasted by mistake)."""
-    return [{"field": _place(error.get("loc", ())), "message": _message(error)} for error in errors]
-
-
-def _place(loc) -> str:
-    if len(loc) == 2 and loc[0] == "body" and isinstance(loc[1], int):  # JSON that does not parse, at a position
-        return "body"
-    parts = [part for part in loc if part not in ("body", "one", "many")]
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "body"
-
-
-def _message(error: dict) -> str:
-    message = str(error.get("msg", "invalid"))
-    if error.get("type") == "json_invalid":
-        reason = (error.get("ctx") or {}).get("error")
-        return "not valid JSON" + (f" ({reason})" if reason else "")
-    return message.removeprefix("Value error, ")

@@ -160,8 +160,10 @@
       setText(els.engine, (model.engine && model.engine.description) || "unknown");
     }
     const dev = model.dev_metrics;
-    if (dev && typeof dev.exact_match === "number" && typeof dev.f1 === "number") {
-      let text = `EM ${dev.exact_match.toFixed(1)} · F1 ${dev.f1.toFixed(1)}`;
+    // data with unanswerable questions is scored with the SQuAD 2.0 keys ("exact"), other data with v1.1's
+    const exact = dev ? (typeof dev.exact_match === "number" ? dev.exact_match : dev.exact) : undefined;
+    if (dev && typeof exact === "number" && typeof dev.f1 === "number") {
+      let text = `EM ${exact.toFixed(1)} · F1 ${dev.f1.toFixed(1)}`;
       if (model.best_epoch !== null && model.best_epoch !== undefined) text += ` (epoch ${model.best_epoch})`;
       setText(els.devScores, text);
     } else {
@@ -181,7 +183,7 @@
     for (;;) {
       let model;
       try {
-        model = await getJSON("/v1/model");
+        model = await getJSON("v1/model");
       } catch (error) {
         showError("Could not read the model's description (/v1/model): " + error.message);
         return;
@@ -199,7 +201,7 @@
   async function loadSamples() {
     let body;
     try {
-      body = await getJSON("/v1/examples");
+      body = await getJSON("v1/examples");
     } catch (error) {
       showError("Could not load the sample contexts (/v1/examples): " + error.message);
       return;
@@ -268,7 +270,7 @@
     try {
       let response;
       try {
-        response = await fetch("/v1/answer", {
+        response = await fetch("v1/answer", {
           method: "POST",
           headers,
           body: JSON.stringify({ question, context, top_k: topK }),

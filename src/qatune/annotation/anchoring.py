@@ -1,0 +1,62 @@
+"""Moving answers with their text when a paragraph's text is edited.
+
+    >>> reanchor("The bridge opened in 1932.", "The old bridge opened in 1932.", [(21, 25)])
+    [(25, 29)]
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Sequence
+
+
+class LostAnswer(Exception):
+    """An answer whose text is not in the new paragraph text."""
+
+    def __init__(self, index: int, text: str) -> None:
+        super().__init__(text)
+        self.index, self.text = index, text
+
+
+def reanchor(old: str, new: str, spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Each [start, end) span of `old` as a span of `new` holding the same text: shifted when the
+    edit left it untouched, otherwise the occurrence of its text nearest to where it was.
+    Raises LostAnswer for the first span whose text `new` no longer holds."""
+    blocks = difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes()
+    moved = []
+    for index, (start, end) in enumerate(spans):
+        text = old[start:end]
+        shifted = _shift_if_untouched(blocks, start, end)
+        if shifted is not None:
+            moved.append(shifted)
+            continue
+        near = _mapped_position(blocks, start)
+        found = _nearest_occurrence(new, text, near)
+        if found is None:
+            raise LostAnswer(index, text)
+        moved.append((found, found + len(text)))
+    return moved
+
+
+def _shift_if_untouched(blocks, start: int, end: int) -> tuple[int, int] | None:
+    for tag, old_start, old_end, new_start, _ in blocks:
+        if tag == "equal" and old_start <= start and end <= old_end:
+            return start - old_start + new_start, end - old_start + new_start
+    return None
+
+
+def _mapped_position(blocks, position: int) -> int:
+    """Where `position` of the old text lies in the new one (the start of its changed block)."""
+    for _, old_start, old_end, new_start, new_end in blocks:
+        if old_start <= position < old_end or (position == old_end == old_start):
+            return new_start + min(position - old_start, new_end - new_start)
+    return blocks[-1][4] if blocks else 0
+
+
+def _nearest_occurrence(text: str, needle: str, near: int) -> int | None:
+    best, position = None, text.find(needle)
+    while position != -1:
+        if best is None or abs(position - near) < abs(best - near):
+            best = position
+        position = text.find(needle, position + 1)
+    return best

@@ -1,0 +1,399 @@
+"""The data file being annotated: every change checked, saved at once and atomically, and
+refused when the file changed since the caller last read it.
+
+The data is held in SQuAD v2.0 layout. A SQuAD file is edited in place (every field it has is
+kept); a file in another layout stays as it is and the data goes to `<stem>.squad.json` beside it.
+
+The version of the data is a number derived from the file's bytes: a change that names another
+version than the file's current one (another tab, another process, an editor) is refused with
+`Conflict`, and nothing is written. Changes are serialized across processes by a lock on the
+file's folder. A save writes a temporary file, reads it back with `--on-error strict`, then
+renames it over the file: a crash loses at most the change being written.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from qatune.annotation.anchoring import LostAnswer, reanchor
+from qatune.data import read_dataset, write_fixed
+from qatune.data.report import ValidationReport
+from qatune.errors import DataError
+
+NO_QUESTIONS = "expected at least one usable question"  # what the reader says of a file with none yet
+UNDO_DEPTH = 100
+
+
+class Conflict(Exception):
+    """The caller's version is not the file's: it must reload."""
+
+
+class NotFound(Exception):
+    """No such paragraph or question."""
+
+
+class Invalid(Exception):
+    """A change that would make the data wrong (an answer outside its context, a lost answer)."""
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int
+    end: int
+
+
+class AnnotationStore:
+    def __init__(self, path: str | Path, *, format: str = "auto") -> None:
+        self.source = Path(path)
+        self._lock = threading.Lock()
+        self._undo: list[tuple[dict, str]] = []
+        self.report, self.layout, self.doc, self.target, self.version = self._open(format)
+
+    # --- opening and saving -----------------------------------------------------------------------
+
+    def _open(self, format: str):
+        if not self.source.exists():
+            doc = {"version": "v2.0", "data": []}
+            self.target = self.source
+            with self._file_lock():
+                version = self._save(doc)
+            return None, "squad", doc, self.source, version
+        with tempfile.TemporaryDirectory() as folder:
+            fixed = Path(folder) / self.source.name
+            examples, report, written = write_fixed(self.source, fixed, format=format)
+            if not written:
+                raise DataError(
+                    f"{self.source}: cannot annotate a file with errors qatune cannot repair:\n{report.summary()}\n"
+                    f"fix them (`qatune validate {self.source}` lists them with their places), then start again"
+                )
+            if report.layout == "squad":
+                doc = json.loads(fixed.read_text(encoding="utf-8"))
+                self.target = self.source
+                self._check(doc)  # what is saved later must read back
+                return report, report.layout, doc, self.source, _version_of(self.source.read_bytes())
+        target = self.source.with_name(self.source.stem + ".squad.json")
+        if target.exists():
+            raise DataError(
+                f"{target} exists already (from an earlier annotation session of {self.source}?): "
+                f"annotate {target} instead, or move it away to start again from {self.source}"
+            )
+        self.target = target
+        doc = squad_document(examples)
+        with self._file_lock():
+            version = self._save(doc)
+        return report, report.layout, doc, target, version
+
+    def _save(self, doc: dict) -> int:
+        """Write `doc` over the target through a temporary file that reads back cleanly."""
+        text = json.dumps(doc, ensure_ascii=False, indent=1) + "\n"
+        data = text.encode("utf-8")
+        handle, temporary = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            self._check_file(Path(temporary), doc)
+            os.chmod(temporary, 0o666 & ~_umask())
+            os.replace(temporary, self.target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return _version_of(data)
+
+    def _check(self, doc: dict) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "check.json"
+            path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+            self._check_file(path, doc)
+
+    def _check_file(self, path: Path, doc: dict) -> None:
+        """The file reads back under on_error="strict" with every question of `doc`."""
+        examples, report = read_dataset(path, format="squad", on_error="strict")
+        expected = sum(1 for _ in _questions(doc))
+        problems = [p for p in report.errors if not (expected == 0 and p.message.startswith(NO_QUESTIONS))]
+        if problems or len(examples) != expected:
+            details = "; ".join(str(p) for p in problems[:3]) or f"{len(examples)} questions read back, {expected} written"
+            raise Invalid(f"the data would not read back as valid SQuAD v2.0 ({details}); nothing was saved")
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """Exclusive across processes (a lock on the folder: the file itself is replaced on each save)."""
+        folder = os.open(self.target.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(folder, fcntl.LOCK_UN)
+            os.close(folder)
+
+    def _sync(self) -> None:
+        """Take in what another process or program wrote since (its undo history is then gone)."""
+        try:
+            data = self.target.read_bytes()
+        except FileNotFoundError:
+            raise Conflict(f"{self.target} was removed while being annotated; restart `qatune annotate`") from None
+        version = _version_of(data)
+        if version == self.version:
+            return
+        try:
+            doc = json.loads(data.decode("utf-8"))
+            self._check(doc)
+        except (ValueError, Invalid, DataError) as error:
+            raise Conflict(
+                f"{self.target} was changed by another program and is not valid SQuAD v2.0 now ({error}); "
+                f"fix it, then reload"
+            ) from None
+        self.doc, self.version, self._undo = doc, version, []
+
+    # --- reading ------------------------------------------------------------------------------------
+
+    def view(self) -> dict[str, Any]:
+        with self._lock, self._file_lock():
+            self._sync()
+            return {
+                "version": self.version,
+                "data": copy.deepcopy(self.doc["data"]),
+                "file": self.target.name,
+                "counts": counts(self.doc),
+                "report": report_summary(self.report, self.layout),
+                "can_undo": bool(self._undo),
+                "undo": self._undo[-1][1] if self._undo else None,
+            }
+
+    def current(self) -> tuple[int, dict]:
+        """The version and a copy of the document (synced with the file)."""
+        with self._lock, self._file_lock():
+            self._sync()
+            return self.version, copy.deepcopy(self.doc)
+
+    # --- changes ------------------------------------------------------------------------------------
+
+    def change(self, version: int, edit: Callable[[dict], Any], description: str) -> tuple[Any, int]:
+        """Apply `edit` to the data if `version` is the file's, save, and return (its result, the new version)."""
+        with self._lock, self._file_lock():
+            self._sync()
+            if version != self.version:
+                raise Conflict(
+                    f"the data changed since you read it (version {version}, now {self.version}): reload, then try again"
+                )
+            before = copy.deepcopy(self.doc)
+            result = edit(self.doc)
+            try:
+                self.version = self._save(self.doc)
+            except BaseException:
+                self.doc = before
+                raise
+            self._undo = (self._undo + [(before, description)])[-UNDO_DEPTH:]
+            return result, self.version
+
+    def undo(self, version: int) -> tuple[str, int]:
+        with self._lock, self._file_lock():
+            self._sync()
+            if version != self.version:
+                raise Conflict(f"the data changed since you read it (version {version}, now {self.version}): reload first")
+            if not self._undo:
+                raise Invalid("nothing to undo (changes made before the last reload or by another process cannot be undone here)")
+            before, description = self._undo[-1]
+            self.version = self._save(before)
+            self.doc = before
+            self._undo.pop()
+            return description, self.version
+
+    def add_paragraph(self, version: int, title: str, context: str) -> tuple[str, int]:
+        _check_text("context", context)
+
+        def edit(doc: dict) -> str:
+            for a, article in enumerate(doc["data"]):
+                if article.get("title", "") == title:
+                    article.setdefault("paragraphs", []).append({"context": context, "qas": []})
+                    return f"{a}/{len(article['paragraphs']) - 1}"
+            doc["data"].append({"title": title, "paragraphs": [{"context": context, "qas": []}]})
+            return f"{len(doc['data']) - 1}/0"
+
+        return self.change(version, edit, f"add a paragraph to {title!r}")
+
+    def edit_paragraph(self, version: int, paragraph_id: str, context: str) -> tuple[list[dict], int]:
+        _check_text("context", context)
+
+        def edit(doc: dict) -> list[dict]:
+            paragraph = _paragraph(doc, paragraph_id)
+            old = paragraph["context"]
+            answers = [(qa, answer) for qa in paragraph.get("qas", []) for answer in qa.get("answers", [])]
+            spans = [(a["answer_start"], a["answer_start"] + len(a["text"])) for _, a in answers]
+            try:
+                new_spans = reanchor(old, context, spans)
+            except LostAnswer as lost:
+                qa = answers[lost.index][0]
+                raise Invalid(
+                    f"the answer {lost.text!r} of question {qa.get('id')!r} is not in the new text; edit or delete "
+                    f"that question first, or keep its answer in the text"
+                ) from None
+            moved = []
+            for (qa, answer), (start, end), (old_start, old_end) in zip(answers, new_spans, spans):
+                answer["answer_start"] = start
+                if (start, end) != (old_start, old_end):
+                    moved.append({"id": qa.get("id"), "from": [old_start, old_end], "to": [start, end], "text": answer["text"]})
+            paragraph["context"] = context
+            return moved
+
+        return self.change(version, edit, f"edit the text of paragraph {paragraph_id}")
+
+    def add_question(self, version: int, paragraph_id: str, question: str, spans: Sequence[Span]) -> tuple[str, int]:
+        _check_text("question", question)
+
+        def edit(doc: dict) -> str:
+            paragraph = _paragraph(doc, paragraph_id)
+            taken = {qa.get("id") for qa in _questions(doc)}
+            new_id = next(i for i in (uuid.uuid4().hex[:12] for _ in iter(int, 1)) if i not in taken)
+            paragraph.setdefault("qas", []).append(_qa(new_id, question, paragraph["context"], spans))
+            return new_id
+
+        return self.change(version, edit, f"add the question {question!r}")
+
+    def update_question(self, version: int, question_id: str, question: str, spans: Sequence[Span]) -> tuple[str, int]:
+        _check_text("question", question)
+
+        def edit(doc: dict) -> str:
+            paragraph, qa = _question(doc, question_id)
+            kept = {k: v for k, v in qa.items() if k not in ("question", "answers", "is_impossible", "plausible_answers")}
+            qa.clear()
+            qa.update(kept | _qa(question_id, question, paragraph["context"], spans))
+            return question_id
+
+        return self.change(version, edit, f"edit the question {question_id!r}")
+
+    def delete_question(self, version: int, question_id: str) -> tuple[None, int]:
+        def edit(doc: dict) -> None:
+            paragraph, qa = _question(doc, question_id)
+            paragraph["qas"].remove(qa)
+
+        return self.change(version, edit, f"delete the question {question_id!r}")
+
+
+# --- the document -------------------------------------------------------------------------------------
+
+
+def squad_document(examples) -> dict:
+    """Examples as a SQuAD v2.0 document, grouped by title then context (first-seen order)."""
+    articles: dict[str, dict[str, list[dict]]] = {}
+    for example in examples:
+        articles.setdefault(example.title or "", {}).setdefault(example.context, []).append(
+            {
+                "id": example.id,
+                "question": example.question,
+                "answers": [{"text": a.text, "answer_start": a.start} for a in example.answers],
+                "is_impossible": example.unanswerable,
+            }
+        )
+    return {
+        "version": "v2.0",
+        "data": [
+            {"title": title, "paragraphs": [{"context": c, "qas": qas} for c, qas in contexts.items()]}
+            for title, contexts in articles.items()
+        ],
+    }
+
+
+def counts(doc: dict) -> dict[str, int]:
+    paragraphs = [p for article in doc["data"] for p in article.get("paragraphs", [])]
+    questions = [qa for p in paragraphs for qa in p.get("qas", [])]
+    return {
+        "articles": len(doc["data"]),
+        "paragraphs": len(paragraphs),
+        "questions": len(questions),
+        "answers": sum(len(qa.get("answers", [])) for qa in questions),
+        "unanswerable": sum(1 for qa in questions if not qa.get("answers")),
+    }
+
+
+def report_summary(report: ValidationReport | None, layout: str) -> dict[str, Any]:
+    if report is None:
+        return {"line": "a new file", "repaired": 0, "skipped_questions": 0, "skipped_answers": 0, "layout": layout}
+    return {
+        "line": report.repair_line(),
+        "repaired": sum(report.repaired.values()),
+        "skipped_questions": report.skipped_questions,
+        "skipped_answers": report.skipped_answers,
+        "generated_ids": report.generated_ids,
+        "layout": layout,
+    }
+
+
+def paragraphs_of(doc: dict) -> Iterator[tuple[str, dict, str]]:
+    """(paragraph id "A/P", paragraph, title) of every paragraph."""
+    for a, article in enumerate(doc["data"]):
+        for p, paragraph in enumerate(article.get("paragraphs", [])):
+            yield f"{a}/{p}", paragraph, article.get("title", "")
+
+
+def _questions(doc: dict) -> Iterator[dict]:
+    for _, paragraph, _ in paragraphs_of(doc):
+        yield from paragraph.get("qas", [])
+
+
+def _paragraph(doc: dict, paragraph_id: str) -> dict:
+    try:
+        a, p = (int(part) for part in str(paragraph_id).split("/"))
+        if a < 0 or p < 0:
+            raise ValueError
+        return doc["data"][a]["paragraphs"][p]
+    except (ValueError, IndexError, KeyError):
+        raise NotFound(f"no paragraph {paragraph_id!r}; paragraphs are named 'article/paragraph', e.g. '0/2'") from None
+
+
+def _question(doc: dict, question_id: str) -> tuple[dict, dict]:
+    for _, paragraph, _ in paragraphs_of(doc):
+        for qa in paragraph.get("qas", []):
+            if str(qa.get("id")) == question_id:
+                return paragraph, qa
+    raise NotFound(f"no question with id {question_id!r}")
+
+
+def _qa(question_id: str, question: str, context: str, spans: Sequence[Span]) -> dict:
+    answers, seen = [], set()
+    for index, span in enumerate(spans):
+        if not 0 <= span.start < span.end <= len(context):
+            raise Invalid(
+                f"answers[{index}]: [{span.start}, {span.end}) is not a non-empty span of the context "
+                f"(0 to {len(context)} characters, counted in code points)"
+            )
+        text = context[span.start : span.end]
+        if not text.strip():
+            raise Invalid(f"answers[{index}]: the span [{span.start}, {span.end}) holds only whitespace")
+        if (span.start, span.end) not in seen:
+            seen.add((span.start, span.end))
+            answers.append({"text": text, "answer_start": span.start})
+    return {"id": question_id, "question": question, "answers": answers, "is_impossible": not answers}
+
+
+def _check_text(name: str, value: str) -> None:
+    from qatune.errors import SettingsError
+    from qatune.inference import check_text
+
+    try:
+        check_text(name, value)
+    except SettingsError as error:
+        raise Invalid(str(error)) from None
+
+
+def _version_of(data: bytes) -> int:
+    """A number that names these bytes (48 bits of their sha256: exact in JavaScript)."""
+    return int(hashlib.sha256(data).hexdigest()[:12], 16)
+
+
+def _umask() -> int:
+    from qatune.files import current_umask
+
+    return current_umask()

@@ -11,19 +11,19 @@ from typing import Sequence
 
 
 class LostAnswer(Exception):
-    """An answer whose text is not in the new paragraph text."""
+    """Answers whose text is not in the new paragraph text: `lost` holds (index, text) of each."""
 
-    def __init__(self, index: int, text: str) -> None:
-        super().__init__(text)
-        self.index, self.text = index, text
+    def __init__(self, lost: list[tuple[int, str]]) -> None:
+        super().__init__(", ".join(repr(text) for _, text in lost))
+        self.lost = lost
 
 
 def reanchor(old: str, new: str, spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """Each [start, end) span of `old` as a span of `new` holding the same text: shifted when the
     edit left it untouched, otherwise the occurrence of its text nearest to where it was.
-    Raises LostAnswer for the first span whose text `new` no longer holds."""
+    Raises LostAnswer naming every span whose text `new` no longer holds."""
     blocks = difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes()
-    moved = []
+    moved, lost = [], []
     for index, (start, end) in enumerate(spans):
         text = old[start:end]
         shifted = _shift_if_untouched(blocks, start, end)
@@ -33,8 +33,11 @@ def reanchor(old: str, new: str, spans: Sequence[tuple[int, int]]) -> list[tuple
         near = _mapped_position(blocks, start)
         found = _nearest_occurrence(new, text, near)
         if found is None:
-            raise LostAnswer(index, text)
+            lost.append((index, text))
+            continue
         moved.append((found, found + len(text)))
+    if lost:
+        raise LostAnswer(lost)
     return moved
 
 

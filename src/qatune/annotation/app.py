@@ -171,7 +171,7 @@ def jsonl_records(doc: dict) -> str:
         for qa in paragraph.get("qas", []):
             answers = qa.get("answers", [])
             record = {
-                "id": qa.get("id"),
+                "id": str(qa.get("id")),
                 "title": title,
                 "context": paragraph["context"],
                 "question": qa.get("question"),
@@ -212,7 +212,7 @@ def review_queue(model, doc: dict, limit: int) -> list[dict]:
         predicted_text = best.text if best else ""
         score = max((f1(predicted_text, g["text"]) for g in gold), default=1.0 if best is None else 0.0)
         items.append({
-            "id": qa.get("id"),
+            "id": str(qa.get("id")),
             "paragraph": paragraph_id,
             "question": qa["question"],
             "gold": gold,

@@ -63,6 +63,8 @@ class AnnotationStore:
     # --- opening and saving -----------------------------------------------------------------------
 
     def _open(self, format: str):
+        if not self.source.parent.is_dir():
+            raise DataError(f"{self.source}: the folder {self.source.parent} does not exist; create it or give another path")
         if not self.source.exists():
             doc = {"version": "v2.0", "data": []}
             self.target = self.source
@@ -72,6 +74,9 @@ class AnnotationStore:
         with tempfile.TemporaryDirectory() as folder:
             fixed = Path(folder) / self.source.name
             examples, report, written = write_fixed(self.source, fixed, format=format)
+            if not written and _only_no_questions(report):  # paragraphs but no question yet: as it is
+                fixed.write_bytes(self.source.read_bytes())
+                written = True
             if not written:
                 raise DataError(
                     f"{self.source}: cannot annotate a file with errors qatune cannot repair:\n{report.summary()}\n"
@@ -164,7 +169,7 @@ class AnnotationStore:
             self._sync()
             return {
                 "version": self.version,
-                "data": copy.deepcopy(self.doc["data"]),
+                "data": _with_string_ids(copy.deepcopy(self.doc["data"])),
                 "file": self.target.name,
                 "counts": counts(self.doc),
                 "report": report_summary(self.report, self.layout),
@@ -189,10 +194,10 @@ class AnnotationStore:
                     f"the data changed since you read it (version {version}, now {self.version}): reload, then try again"
                 )
             before = copy.deepcopy(self.doc)
-            result = edit(self.doc)
             try:
+                result = edit(self.doc)
                 self.version = self._save(self.doc)
-            except BaseException:
+            except BaseException:  # a refused edit or a failed save: the data stays as it was
                 self.doc = before
                 raise
             self._undo = (self._undo + [(before, description)])[-UNDO_DEPTH:]
@@ -234,11 +239,11 @@ class AnnotationStore:
             spans = [(a["answer_start"], a["answer_start"] + len(a["text"])) for _, a in answers]
             try:
                 new_spans = reanchor(old, context, spans)
-            except LostAnswer as lost:
-                qa = answers[lost.index][0]
+            except LostAnswer as error:
+                named = "; ".join(f"{text!r} of question {answers[i][0].get('id')!r}" for i, text in error.lost)
                 raise Invalid(
-                    f"the answer {lost.text!r} of question {qa.get('id')!r} is not in the new text; edit or delete "
-                    f"that question first, or keep its answer in the text"
+                    f"these answers are not in the new text: {named}; edit or delete those questions first, "
+                    f"or keep their answers in the text"
                 ) from None
             moved = []
             for (qa, answer), (start, end), (old_start, old_end) in zip(answers, new_spans, spans):
@@ -267,9 +272,10 @@ class AnnotationStore:
 
         def edit(doc: dict) -> str:
             paragraph, qa = _question(doc, question_id)
+            replacement = _qa(question_id, question, paragraph["context"], spans)  # checked before anything changes
             kept = {k: v for k, v in qa.items() if k not in ("question", "answers", "is_impossible", "plausible_answers")}
             qa.clear()
-            qa.update(kept | _qa(question_id, question, paragraph["context"], spans))
+            qa.update(kept | replacement)
             return question_id
 
         return self.change(version, edit, f"edit the question {question_id!r}")
@@ -283,6 +289,17 @@ class AnnotationStore:
 
 
 # --- the document -------------------------------------------------------------------------------------
+
+
+def _with_string_ids(data: list) -> list:
+    """Question ids as qatune reads them (an integer id is a string), as the file keeps them otherwise."""
+    for qa in _questions({"data": data}):
+        qa["id"] = str(qa.get("id"))
+    return data
+
+
+def _only_no_questions(report: ValidationReport) -> bool:
+    return report.layout == "squad" and bool(report.errors) and all(p.message.startswith(NO_QUESTIONS) for p in report.errors)
 
 
 def squad_document(examples) -> dict:

@@ -59,6 +59,7 @@
     movedBox: $("moved-box"),
     movedHeading: $("moved-heading"),
     moved: $("moved"),
+    legend: $("legend"),
     questionsCount: $("questions-count"),
     questionsEmpty: $("questions-empty"),
     questions: $("questions"),
@@ -320,7 +321,7 @@
   async function refresh() {
     let body;
     try {
-      body = await api("GET", "/api/data");
+      body = await api("GET", "api/data");
     } catch (error) {
       showNotice("Could not load the data (GET /api/data): " + error.message);
       return false;
@@ -366,10 +367,16 @@
 
   // --- rendering --------------------------------------------------------------------------------
 
-  function render() {
+  // Everything after a reload of the data; only the paragraph's part (and which paragraph is
+  // current in the list) after a choice: the list can be thousands of paragraphs long.
+  function render({ documents = true } = {}) {
     const focusKey = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.key : null;
-    renderHeader();
-    renderDocuments();
+    if (documents) {
+      renderHeader();
+      renderDocuments();
+    } else {
+      markCurrentParagraph();
+    }
     renderWork();
     if (focusKey) {
       const again = document.querySelector(`[data-key="${CSS.escape(focusKey)}"]`);
@@ -434,6 +441,12 @@
     els.titles.replaceChildren(...titles.map((title) => Object.assign(document.createElement("option"), { value: title })));
   }
 
+  function markCurrentParagraph() {
+    els.documents.querySelectorAll(".paragraph-choice[aria-current]").forEach((choice) => choice.removeAttribute("aria-current"));
+    const chosen = els.documents.querySelector(`[data-paragraph="${CSS.escape(String(state.paragraph))}"]`);
+    if (chosen) chosen.setAttribute("aria-current", "true");
+  }
+
   function renderWork() {
     const entry = currentParagraph();
     els.workEmpty.hidden = Boolean(entry);
@@ -449,11 +462,16 @@
     els.next.disabled = position >= state.paragraphs.length - 1;
     els.editor.hidden = !state.editing;
     els.context.hidden = state.editing;
+    els.composer.hidden = state.editing;
     els.edit.disabled = state.editing;
     renderContext();
     renderSuggestions();
     renderQuestions();
     renderSelectionInfo();
+    els.reviewList.querySelectorAll(".review-item").forEach((item) => {
+      if (item.dataset.id === state.question) item.setAttribute("aria-current", "true");
+      else item.removeAttribute("aria-current");
+    });
   }
 
   // The context as text nodes; the spans to show (gold answers of the selected question, the
@@ -513,8 +531,24 @@
       nodes.push(mark);
     }
     els.context.replaceChildren(...nodes);
+    renderLegend(qa, placed);
     if (hadSelection && state.pending) restoreSelection(state.pending);
     scrollIntoBox(firstGold || els.context.querySelector("mark.suggestion"));
+  }
+
+  // What the colours in the context mean, for those it shows.
+  function renderLegend(qa, placed) {
+    const parts = [];
+    const entry = (kind, text) => {
+      const item = element("span", "legend-item");
+      item.append(element("span", "swatch " + kind), document.createTextNode(text));
+      parts.push(item);
+    };
+    if (placed.some((span) => span.kind === "gold")) entry("gold", `answer to ${quote(qa.question, 70)}`);
+    if (placed.some((span) => span.kind === "suggestion")) entry("suggestion", "the model's answers");
+    if (placed.some((span) => span.kind === "pending")) entry("pending", "your selection");
+    els.legend.replaceChildren(...parts);
+    els.legend.hidden = parts.length === 0 || state.editing;
   }
 
   // Put the browser's selection back on `span` after the context's nodes were replaced (so that
@@ -542,7 +576,7 @@
 
   function renderSuggestions() {
     const suggestions = state.suggestions;
-    els.suggestionsBox.hidden = !suggestions;
+    els.suggestionsBox.hidden = !suggestions || state.editing;
     if (!suggestions) {
       els.suggestions.replaceChildren();
       return;
@@ -566,9 +600,7 @@
     if (!items.length) items.push(element("li", "hint", "The model finds no answer in this paragraph."));
     els.suggestions.replaceChildren(...items);
     const probability = Number(suggestions.noAnswerProbability);
-    els.noAnswerProbability.textContent = Number.isFinite(probability)
-      ? `For ${quote(suggestions.question, 60)} · no-answer probability ${percent(probability)}`
-      : "";
+    els.noAnswerProbability.textContent = Number.isFinite(probability) ? `no answer: ${percent(probability)}` : "";
   }
 
   function renderQuestions() {
@@ -611,7 +643,7 @@
     input.type = "text";
     input.value = qa.question;
     input.autocomplete = "off";
-    input.setAttribute("aria-label", "Question text");
+    input.setAttribute("aria-label", "The question's text");
     input.dataset.key = "edit:" + qa.id;
     const save = element("button", "small save-question", "Save");
     save.type = "submit";
@@ -646,13 +678,13 @@
       golds.appendChild(item);
     });
     if (!(qa.answers || []).length) golds.appendChild(element("li", "hint", "No answer: this question is unanswerable."));
-    tools.appendChild(golds);
-
     const actions = element("div", "q-actions");
-    const add = button("secondary small add-to-question", "Add the selected span as an answer", () => addSelection({ to: qa.id }));
+    actions.appendChild(golds);
+    const add = button("secondary small add-to-question", "Add selection as answer", () => addSelection({ to: qa.id }));
+    add.title = "Select another span of the text, then add it as another gold answer (Enter, with no new question typed)";
     add.disabled = !state.pending;
     add.dataset.key = "add:" + qa.id;
-    const edit = button("secondary small edit-question", "Edit question", () => {
+    const edit = button("secondary small edit-question", "Edit", () => {
       state.editingQuestion = qa.id;
       renderQuestions();
       const field = els.questions.querySelector(".question.selected .q-edit");
@@ -660,7 +692,7 @@
       field.select();
     });
     edit.hidden = state.editingQuestion === qa.id;
-    actions.append(add, edit, button("danger small delete-question", "Delete question", () => deleteQuestion(qa.id)));
+    actions.append(add, edit, button("danger small delete-question", "Delete", () => deleteQuestion(qa.id), "Delete the question"));
     tools.appendChild(actions);
     return tools;
   }
@@ -694,7 +726,7 @@
       els.movedBox.hidden = true;
       history.replaceState(null, "", "#" + id);
     }
-    render();
+    render({ documents: false });
     if (focus) els.question.focus({ preventScroll: true });
     const chosen = els.documents.querySelector(`[data-paragraph="${CSS.escape(id)}"]`);
     if (chosen) chosen.scrollIntoView({ block: "nearest" });
@@ -704,7 +736,7 @@
   function selectQuestion(id) {
     state.question = id;
     state.editingQuestion = null;
-    render();
+    render({ documents: false });
   }
 
   function step(delta) {
@@ -780,7 +812,7 @@
     const text = spanText(span);
     clearSelection();
     change(
-      () => api("PUT", `/api/questions/${encodeURIComponent(qa.id)}`, { question: qa.question, answers: [...answers, span], version: state.version }),
+      () => api("PUT", `api/questions/${encodeURIComponent(qa.id)}`, { question: qa.question, answers: [...answers, span], version: state.version }),
       {
         done: () => `Added the answer ${quote(text)} to ${quote(qa.question, 60)}.`,
         failed: () => restorePending(entry.id, span),
@@ -800,7 +832,7 @@
     renderSuggestions();
     renderSelectionInfo();
     return change(
-      () => api("POST", "/api/questions", { paragraph: paragraphId, question, answers, version: state.version }),
+      () => api("POST", "api/questions", { paragraph: paragraphId, question, answers, version: state.version }),
       {
         done: (body) => {
           if (state.paragraph === paragraphId) state.question = body.id;
@@ -859,7 +891,7 @@
       return;
     }
     change(
-      () => api("PUT", `/api/questions/${encodeURIComponent(id)}`, { question: text, answers: (qa.answers || []).map(answerSpan), version: state.version }),
+      () => api("PUT", `api/questions/${encodeURIComponent(id)}`, { question: text, answers: (qa.answers || []).map(answerSpan), version: state.version }),
       {
         done: () => {
           state.editingQuestion = null;
@@ -877,7 +909,7 @@
     const [removed] = (qa.answers || []).slice(index, index + 1);
     answers.splice(index, 1);
     change(
-      () => api("PUT", `/api/questions/${encodeURIComponent(id)}`, { question: qa.question, answers, version: state.version }),
+      () => api("PUT", `api/questions/${encodeURIComponent(id)}`, { question: qa.question, answers, version: state.version }),
       {
         done: () =>
           `Removed the answer ${quote(removed ? removed.text : "")}` + (answers.length ? "." : ": the question is now unanswerable."),
@@ -889,7 +921,7 @@
     clearNotice();
     const qa = questionsOf(currentParagraph()).find((item) => item.id === id);
     if (!qa) return;
-    change(() => api("DELETE", `/api/questions/${encodeURIComponent(id)}?version=${state.version}`), {
+    change(() => api("DELETE", `api/questions/${encodeURIComponent(id)}?version=${state.version}`), {
       done: () => {
         if (state.question === id) state.question = null;
         return `Deleted ${quote(qa.question, 60)}. Undo brings it back (Ctrl+Z).`;
@@ -900,7 +932,7 @@
   function undo() {
     if (els.undo.disabled) return;
     clearNotice();
-    change(() => api("POST", "/api/undo", { version: state.version }), {
+    change(() => api("POST", "api/undo", { version: state.version }), {
       done: (body) => "Undone: " + (body.undone || "the last change") + ".",
     });
   }
@@ -915,7 +947,7 @@
       els.newContext.focus();
       return;
     }
-    change(() => api("POST", "/api/paragraphs", { title, context, version: state.version }), {
+    change(() => api("POST", "api/paragraphs", { title, context, version: state.version }), {
       done: (body) => {
         els.newContext.value = ""; // the title stays: the next paragraph often goes to the same article
         updateNewCount();
@@ -962,7 +994,7 @@
       return;
     }
     const [a, p] = entry.id.split("/");
-    change(() => api("PUT", `/api/paragraphs/${a}/${p}`, { context, version: state.version }), {
+    change(() => api("PUT", `api/paragraphs/${a}/${p}`, { context, version: state.version }), {
       done: (body) => {
         state.editing = false;
         showMoved(body.moved || []);
@@ -1001,7 +1033,7 @@
       els.suggest.setAttribute("aria-busy", "true");
       say("Asking the model…");
       try {
-        const body = await api("POST", "/api/suggest", { paragraph: entry.id, question, top_k: TOP_K });
+        const body = await api("POST", "api/suggest", { paragraph: entry.id, question, top_k: TOP_K });
         if (state.paragraph !== entry.id || currentParagraph().paragraph.context !== context) return;
         state.suggestions = {
           paragraph: entry.id,
@@ -1043,7 +1075,7 @@
     els.reviewStatus.textContent = "The model is reading every question…";
     els.reviewRefresh.disabled = true;
     try {
-      const body = await api("GET", `/api/review?limit=${REVIEW_LIMIT}`);
+      const body = await api("GET", `api/review?limit=${REVIEW_LIMIT}`);
       const items = Array.isArray(body.items) ? body.items : [];
       state.reviewLoaded = true;
       els.reviewStatus.textContent = items.length ? "" : "Nothing to review: the model agrees with every answer.";
@@ -1065,6 +1097,7 @@
       if (card) card.scrollIntoView({ block: "nearest" });
     });
     go.dataset.id = item.id;
+    if (item.id === state.question) go.setAttribute("aria-current", "true");
     const gold = (item.gold || []).map((answer) => quote(answer.text, 40)).join(" or ") || "unanswerable";
     const predicted = item.predicted ? `${quote(item.predicted.text, 40)} (${percent(item.predicted.score)})` : "no answer";
     const reason = element("span", "badge " + (item.reason === "disagrees" ? "disagrees" : "unsure"), item.reason);

@@ -338,8 +338,9 @@ def counts(doc: dict) -> dict[str, int]:
 def report_summary(report: ValidationReport | None, layout: str) -> dict[str, Any]:
     if report is None:
         return {"line": "a new file", "repaired": 0, "skipped_questions": 0, "skipped_answers": 0, "layout": layout}
+    untouched = not sum(report.repaired.values()) and not report.skipped_questions and not report.skipped_answers
     return {
-        "line": report.repair_line(),
+        "line": "valid as read: nothing repaired or skipped" if untouched else report.repair_line(),
         "repaired": sum(report.repaired.values()),
         "skipped_questions": report.skipped_questions,
         "skipped_answers": report.skipped_answers,

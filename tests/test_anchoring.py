@@ -40,3 +40,9 @@ def test_line_endings_and_combining_marks_count_as_code_points():
     old = "Cafe\u0301\r\nopened in 1932."
     new = "Le cafe\u0301\r\nopened in 1932."
     assert reanchor(old, new, spans_of(old, "1932", "e\u0301")) == spans_of(new, "1932", "e\u0301")
+
+
+def test_a_typo_in_the_answer_loses_it_rather_than_moving_it_to_another_occurrence():
+    old = "Paris and Paris."
+    with pytest.raises(LostAnswer):
+        reanchor(old, "Paris and Parris.", [(10, 15)])

@@ -113,8 +113,10 @@ def assert_error(response, status: int | tuple[int, ...], *words: str) -> str:
 
 
 def leftovers(folder: Path, *expected: str) -> list[str]:
-    """Names in `folder` other than the expected ones (temporary files left behind, stray copies)."""
-    return sorted(p.name for p in folder.iterdir() if p.name not in expected)
+    """Names in `folder` other than the expected ones (temporary files left behind, stray copies),
+    apart from the original a repaired SQuAD file is kept as when opened (`NAME.orig.json`)."""
+    kept_originals = {Path(name).stem + ".orig" + Path(name).suffix for name in expected}
+    return sorted(p.name for p in folder.iterdir() if p.name not in expected and p.name not in kept_originals)
 
 
 def add_question(api: TestClient, version: int, paragraph: str, question: str, context: str, *answers: str):
@@ -374,7 +376,7 @@ def test_export_jsonl_in_the_hugging_face_layout(tmp_path):
     add_question(api, version_of(api), "0/1", "When was the game played?", context, "February 7, 2016")
     response = api.get("/api/export.jsonl")
     assert response.status_code == 200
-    assert response.headers["content-disposition"] == 'attachment; filename="data.jsonl"'
+    assert response.headers["content-disposition"] == "attachment; filename=\"data.jsonl\"; filename*=UTF-8''data.jsonl"
     assert response.headers["content-type"].startswith("application/x-ndjson")
     lines = response.content.decode("utf-8").splitlines()
     records = [json.loads(line) for line in lines]
@@ -784,7 +786,8 @@ def test_another_layout_is_kept_and_edited_beside_it(tmp_path, source):
     added = add_question(api, view["version"], "0/0", "A new question?", context, context.split()[1])
     assert original.read_bytes() == before
     assert added["id"] in questions_of(saved(target))
-    assert api.get("/api/export.jsonl").headers["content-disposition"] == f'attachment; filename="{original.stem}.jsonl"'
+    name = f"{original.stem}.jsonl"
+    assert api.get("/api/export.jsonl").headers["content-disposition"] == f"attachment; filename=\"{name}\"; filename*=UTF-8''{name}"
     # starting again from the original while the edited copy exists is refused, naming it
     with pytest.raises(DataError, match=target.name):
         create_app(original)
@@ -1137,5 +1140,44 @@ def test_http_security(tmp_path):
         assert status == 200 and b"<html" in page.lower()
         process = server.server.process
     assert process.returncode == 0, server.said()  # SIGTERM: a clean stop
-    assert sorted(p.name for p in folder.iterdir()) == ["data.json"]
+    assert leftovers(folder, "data.json") == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "secret.json", "work"]
+
+
+def test_a_squad_file_that_needed_repairs_is_saved_repaired_at_once_and_its_original_kept(tmp_path):
+    """Valid under on_error="strict" even when the session changes nothing."""
+    path = squad_copy(tmp_path, source=DATA / "data_needs_repair.json")
+    original = path.read_bytes()
+    with pytest.raises(Exception):  # as given, it is not strictly valid
+        read_dataset(path, on_error="strict")[1].raise_for_errors()
+    client(path).get("/api/data")
+    assert (tmp_path / "data.orig.json").read_bytes() == original
+    assert_valid(path)
+
+
+def test_export_of_a_file_with_a_name_outside_ascii(tmp_path):
+    path = squad_copy(tmp_path, name="données 数据.json")
+    response = client(path).get("/api/export.jsonl")
+    assert response.status_code == 200
+    disposition = response.headers["content-disposition"]
+    assert 'filename="donn_es __.jsonl"' in disposition and "filename*=UTF-8''donn%C3%A9es%20%E6%95%B0%E6%8D%AE.jsonl" in disposition
+
+
+def test_a_linked_file_is_edited_where_it_is_with_its_permissions(tmp_path):
+    real = squad_copy(tmp_path, name="real.json", source=DATA / "data_squad_v2.json")
+    client(real).get("/api/data")  # saved once if it needed repairs: from here it is as annotate keeps it
+    real.chmod(0o600)
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    api = client(link)
+    view = api.get("/api/data").json()
+    context = contexts_of(view["data"])["0/0"]
+    add_question(api, view["version"], "0/0", "Who?", context, context.split()[0])
+    assert link.is_symlink() and "Who?" in {qa["question"] for qa in questions_of(saved(real)).values()}
+    assert real.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_new_file_must_be_named_json(tmp_path):
+    with pytest.raises(DataError, match="ending in .json"):
+        create_app(tmp_path / "new.jsonl")
+    assert not (tmp_path / "new.jsonl").exists()

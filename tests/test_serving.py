@@ -434,6 +434,13 @@ def test_wrong_method_is_405_json(server, method, path, allowed):
     assert allowed in {k.lower(): v for k, v in headers.items()}.get("allow", ""), headers
 
 
+def test_requests_naming_another_host_are_refused(server):
+    """Bound to 127.0.0.1: a page elsewhere cannot reach it through a name it points here (DNS rebinding)."""
+    status, _, _ = server.request("GET", "/v1/health", headers={"Host": "evil.example"})
+    assert status == 400
+    assert server.request("GET", "/v1/health", headers={"Host": "localhost"})[0] == 200
+
+
 def test_default_address_is_localhost(server):
     output = server.output()
     port = urllib.parse.urlsplit(server.url).port

@@ -17,7 +17,7 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if request.method == "POST" and media_type != "application/json":
+        if request.method in ("POST", "PUT", "PATCH") and media_type != "application/json":
             detail = (
                 f"the body must be JSON sent with the header 'Content-Type: application/json' "
                 f"(found {media_type or 'no Content-Type'}); with curl: -H 'Content-Type: application/json'"

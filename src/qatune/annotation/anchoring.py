@@ -30,8 +30,11 @@ def reanchor(old: str, new: str, spans: Sequence[tuple[int, int]]) -> list[tuple
         if shifted is not None:
             moved.append(shifted)
             continue
-        near = _mapped_position(blocks, start)
-        found = _nearest_occurrence(new, text, near)
+        # only where the edit put the answer's characters: a typo in the answer must not send it
+        # to another occurrence of its text elsewhere in the paragraph
+        low, high = _new_range(blocks, start, end)
+        found = _nearest_occurrence(new[low:high], text, _mapped_position(blocks, start) - low)
+        found = None if found is None else found + low
         if found is None:
             lost.append((index, text))
             continue
@@ -46,6 +49,22 @@ def _shift_if_untouched(blocks, start: int, end: int) -> tuple[int, int] | None:
         if tag == "equal" and old_start <= start and end <= old_end:
             return start - old_start + new_start, end - old_start + new_start
     return None
+
+
+def _new_range(blocks, start: int, end: int) -> tuple[int, int]:
+    """The part of the new text that the old [start, end) became: the mapped overlap of each
+    unchanged block, and the whole new side of each changed block it touches."""
+    low, high = None, None
+    for tag, old_start, old_end, new_start, new_end in blocks:
+        touches = old_start < end and start < old_end or (old_start == old_end and start <= old_start <= end)
+        if not touches:
+            continue
+        if tag == "equal":
+            lo, hi = new_start + max(start, old_start) - old_start, new_start + min(end, old_end) - old_start
+        else:
+            lo, hi = new_start, new_end
+        low, high = lo if low is None else min(low, lo), hi if high is None else max(high, hi)
+    return (0, 0) if low is None else (low, high)
 
 
 def _mapped_position(blocks, position: int) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+from urllib.parse import quote
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -134,10 +135,12 @@ def create_app(
     def export() -> Response:
         _, doc = run(store.current)
         name = Path(store.target.name).stem.removesuffix(".squad") + ".jsonl"
+        plain = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name)
         return Response(
             jsonl_records(doc),
             media_type="application/x-ndjson; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+            # an ASCII name for every browser, and the real one for those that read filename*
+            headers={"Content-Disposition": f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name)}"},
         )
 
     @app.post("/api/suggest", summary="The model's top answers to a question about a paragraph")

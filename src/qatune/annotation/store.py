@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import stat
 import tempfile
 import threading
 import uuid
@@ -28,6 +29,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from qatune.annotation.anchoring import LostAnswer, reanchor
 from qatune.data import read_dataset, write_fixed
+from qatune.data.writing import json_text
 from qatune.data.report import ValidationReport
 from qatune.errors import DataError
 
@@ -55,7 +57,8 @@ class Span:
 
 class AnnotationStore:
     def __init__(self, path: str | Path, *, format: str = "auto") -> None:
-        self.source = Path(path)
+        self.source = Path(path).expanduser().resolve()  # a link is followed: the file it names is edited
+        self.kept_original: Path | None = None  # where a repaired SQuAD file's original was kept
         self._lock = threading.Lock()
         self._undo: list[tuple[dict, str]] = []
         self.report, self.layout, self.doc, self.target, self.version = self._open(format)
@@ -65,28 +68,48 @@ class AnnotationStore:
     def _open(self, format: str):
         if not self.source.parent.is_dir():
             raise DataError(f"{self.source}: the folder {self.source.parent} does not exist; create it or give another path")
+        self.target = self.source  # until another layout sends the data elsewhere
+        try:
+            with self._file_lock():  # nothing changes the file between reading it and its version
+                return self._open_locked(format)
+        except Invalid as error:
+            raise DataError(f"{self.source}: {error}") from None
+
+    def _open_locked(self, format: str):
         if not self.source.exists():
+            if self.source.suffix.lower() != ".json":
+                raise DataError(
+                    f"{self.source}: a new data file is written as SQuAD v2.0 JSON; give it a name ending in .json"
+                )
             doc = {"version": "v2.0", "data": []}
-            self.target = self.source
-            with self._file_lock():
-                version = self._save(doc)
-            return None, "squad", doc, self.source, version
+            return None, "squad", doc, self.source, self._save(doc)
+        original = self.source.read_bytes()
         with tempfile.TemporaryDirectory() as folder:
+            copy_of_original = Path(folder) / "original" / self.source.name  # same name: same layout detection
+            copy_of_original.parent.mkdir()
+            copy_of_original.write_bytes(original)
             fixed = Path(folder) / self.source.name
-            examples, report, written = write_fixed(self.source, fixed, format=format)
+            examples, report, written = write_fixed(copy_of_original, fixed, format=format)
             if not written and _only_no_questions(report):  # paragraphs but no question yet: as it is
-                fixed.write_bytes(self.source.read_bytes())
+                fixed.write_bytes(original)
                 written = True
             if not written:
                 raise DataError(
-                    f"{self.source}: cannot annotate a file with errors qatune cannot repair:\n{report.summary()}\n"
+                    f"{self.source}: cannot annotate a file with errors qatune cannot repair:\n"
+                    f"{report.summary().replace(str(copy_of_original), str(self.source))}\n"
                     f"fix them (`qatune validate {self.source}` lists them with their places), then start again"
                 )
             if report.layout == "squad":
                 doc = json.loads(fixed.read_text(encoding="utf-8"))
-                self.target = self.source
                 self._check(doc)  # what is saved later must read back
-                return report, report.layout, doc, self.source, _version_of(self.source.read_bytes())
+                if fixed.read_bytes() == original:
+                    return report, report.layout, doc, self.source, _version_of(original)
+                # Repaired (or ids added): saved at once, so that the file validates strictly even
+                # if no change follows; the original is kept beside it.
+                kept = _free_name(self.source.with_name(self.source.stem + ".orig" + self.source.suffix))
+                kept.write_bytes(original)
+                self.kept_original = kept
+                return report, report.layout, doc, self.source, self._save(doc)
         target = self.source.with_name(self.source.stem + ".squad.json")
         if target.exists():
             raise DataError(
@@ -95,14 +118,11 @@ class AnnotationStore:
             )
         self.target = target
         doc = squad_document(examples)
-        with self._file_lock():
-            version = self._save(doc)
-        return report, report.layout, doc, target, version
+        return report, report.layout, doc, target, self._save(doc)
 
     def _save(self, doc: dict) -> int:
         """Write `doc` over the target through a temporary file that reads back cleanly."""
-        text = json.dumps(doc, ensure_ascii=False, indent=1) + "\n"
-        data = text.encode("utf-8")
+        data = (json_text(doc, indent=1) + "\n").encode("utf-8")
         handle, temporary = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent)
         try:
             with os.fdopen(handle, "wb") as out:
@@ -110,8 +130,11 @@ class AnnotationStore:
                 out.flush()
                 os.fsync(out.fileno())
             self._check_file(Path(temporary), doc)
-            os.chmod(temporary, 0o666 & ~_umask())
+            # the file's own permissions (0644 under the usual umask for a new one)
+            mode = stat.S_IMODE(self.target.stat().st_mode) if self.target.exists() else 0o666 & ~_umask()
+            os.chmod(temporary, mode)
             os.replace(temporary, self.target)
+            _sync_folder(self.target.parent)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
@@ -120,7 +143,7 @@ class AnnotationStore:
     def _check(self, doc: dict) -> None:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "check.json"
-            path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+            path.write_text(json_text(doc), encoding="utf-8")
             self._check_file(path, doc)
 
     def _check_file(self, path: Path, doc: dict) -> None:
@@ -161,6 +184,7 @@ class AnnotationStore:
                 f"fix it, then reload"
             ) from None
         self.doc, self.version, self._undo = doc, version, []
+        self.report = None  # the file read at start is not the one now: its report no longer applies
 
     # --- reading ------------------------------------------------------------------------------------
 
@@ -273,7 +297,10 @@ class AnnotationStore:
         def edit(doc: dict) -> str:
             paragraph, qa = _question(doc, question_id)
             replacement = _qa(question_id, question, paragraph["context"], spans)  # checked before anything changes
-            kept = {k: v for k, v in qa.items() if k not in ("question", "answers", "is_impossible", "plausible_answers")}
+            replaced = ("question", "answers", "is_impossible")
+            if replacement["answers"] != qa.get("answers"):  # plausible answers belong to the old answers
+                replaced += ("plausible_answers",)
+            kept = {k: v for k, v in qa.items() if k not in replaced}
             qa.clear()
             qa.update(kept | replacement)
             return question_id
@@ -404,6 +431,24 @@ def _check_text(name: str, value: str) -> None:
         check_text(name, value)
     except SettingsError as error:
         raise Invalid(str(error)) from None
+
+
+def _free_name(path: Path) -> Path:
+    """`path`, or `path` with -2, -3, ... before its suffix: a name no file has yet."""
+    candidate, number = path, 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
+    return candidate
+
+
+def _sync_folder(folder: Path) -> None:
+    """The rename itself is on disk once the folder is synced."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _version_of(data: bytes) -> int:

@@ -35,17 +35,20 @@ def run(args: argparse.Namespace) -> int:
     from qatune.annotation import AnnotationStore, create_app
 
     options.quiet_libraries(import_torch=False)
-    store = AnnotationStore(args.data, format=args.format)
-    if store.report is not None:
-        options.say_on_stderr(f"{args.data}: {store.report.repair_line()}")
-    if store.target != store.source:
-        options.say_on_stderr(f"{args.data} is kept as it is; the data is written to {store.target} (SQuAD v2.0)")
     model = None
-    if args.model:
+    if args.model:  # first: a model that fails to load leaves the data file untouched
         from qatune.inference import QAModel
 
         model = QAModel.from_pretrained(args.model, engine=args.engine)
+    store = AnnotationStore(args.data, format=args.format)
+    if store.report is not None:
+        options.say_on_stderr(f"{args.data}: {store.report.repair_line()}")
+    if store.kept_original is not None:
+        options.say_on_stderr(f"{args.data}: saved with its repairs; the original is kept as {store.kept_original}")
+    if store.target != store.source:
+        options.say_on_stderr(f"{args.data} is kept as it is; the data is written to {store.target} (SQuAD v2.0)")
     app = create_app(args.data, model=model, model_name=args.model, store=store)
+    options.only_this_machine_by_name(app, args.host)
     where = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}"
     options.say_on_stderr(f"annotating {store.target} on {where}")
     # uvicorn re-raises SIGTERM after its graceful stop: a no-op handler makes that an exit 0

@@ -131,3 +131,15 @@ def quiet_libraries(import_torch: bool = True) -> None:
 def write_json(path, value) -> None:
     """Write a JSON file the way every command does: UTF-8, indented, newline at the end."""
     Path(path).write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def only_this_machine_by_name(app, host: str) -> None:
+    """On a loopback address, answer only requests whose Host names this machine: a web page
+    elsewhere cannot reach the server through a domain it points at 127.0.0.1 (DNS rebinding)."""
+    if host in LOOPBACK_HOSTS:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "::1", "[::1]"])

@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     # not a server whose health check fails forever.
     model = options.load_model(args)
     app = create_app(model, limits=limits, api_key=api_key, name=_display_name(args.model), model_card=model_card_of(args.model))
+    options.only_this_machine_by_name(app, args.host)
     where = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}"
     options.say_on_stderr(
         f"serving {args.model} on {where} (the page at /, the API at /v1/answer, schema at /openapi.json)"

@@ -35,9 +35,9 @@ def write_fixed(
         return examples, report, False
     reader.edits.apply()
     if jsonl:
-        text = "".join(_json_text(record) + "\n" for record in document)
+        text = "".join(json_text(record) + "\n" for record in document)
     else:
-        text = _json_text(document, indent=1) + "\n"
+        text = json_text(document, indent=1) + "\n"
     _write_text(out, text)
     return examples, report, True
 
@@ -64,10 +64,10 @@ def write_squad_v2(examples: Sequence[Example], path: PathLike) -> None:
         article: dict[str, Any] = {} if title is None else {"title": title}
         article["paragraphs"] = [{"context": c, "qas": qas} for c, qas in contexts.items()]
         data.append(article)
-    _write_text(path, _json_text({"version": "v2.0", "data": data}, indent=1) + "\n")
+    _write_text(path, json_text({"version": "v2.0", "data": data}, indent=1) + "\n")
 
 
-def _json_text(value: Any, indent: int | None = None) -> str:
+def json_text(value: Any, indent: int | None = None) -> str:
     text = json.dumps(value, ensure_ascii=False, indent=indent)
     # a lone surrogate (possible in fields qatune does not check) has no UTF-8: keep it escaped
     return _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)

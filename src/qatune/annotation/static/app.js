@@ -283,17 +283,21 @@
     }
   }
 
-  // Run `request` (which reads state.version when it runs) after the changes before it; then
-  // reload the data. A 409 reloads too and says so; any other error shows its detail. `failed`
-  // puts back what the user typed (a 409 keeps it: the data changed, not their question).
+  // Run `request` after the changes before it; then reload the data. A 409 reloads too and says
+  // so; any other error shows its detail. `failed` puts back what the user typed (a 409 keeps
+  // it: the data changed, not their question). `request` gets the version the data had when
+  // the user acted: a change built from what they saw (an edit, a delete, an undo) must send
+  // it, so that a change made meanwhile (a queued one, another tab's) gives a 409, never a
+  // silent overwrite. Additions, which overwrite nothing, send the latest (state.version).
   function change(request, { done, failed } = {}) {
+    const seenVersion = state.version;
     const task = async () => {
       clearNotice();
       document.body.classList.add("busy");
       try {
         let body;
         try {
-          body = await request();
+          body = await request(seenVersion);
         } catch (error) {
           if (failed) failed(error);
           if (error.status === 409) {
@@ -338,7 +342,12 @@
       });
     });
     if (!state.byId.has(state.paragraph)) {
-      const wanted = decodeURIComponent(location.hash.slice(1));
+      let wanted = "";
+      try {
+        wanted = decodeURIComponent(location.hash.slice(1));
+      } catch (_) {
+        wanted = "";  // a malformed link: start at the first paragraph
+      }
       state.paragraph = state.byId.has(wanted) ? wanted : state.paragraphs.length ? state.paragraphs[0].id : null;
       state.question = null;
     }
@@ -812,7 +821,7 @@
     const text = spanText(span);
     clearSelection();
     change(
-      () => api("PUT", `api/questions/${encodeURIComponent(qa.id)}`, { question: qa.question, answers: [...answers, span], version: state.version }),
+      (seen) => api("PUT", `api/questions/${encodeURIComponent(qa.id)}`, { question: qa.question, answers: [...answers, span], version: seen }),
       {
         done: () => `Added the answer ${quote(text)} to ${quote(qa.question, 60)}.`,
         failed: () => restorePending(entry.id, span),
@@ -891,7 +900,7 @@
       return;
     }
     change(
-      () => api("PUT", `api/questions/${encodeURIComponent(id)}`, { question: text, answers: (qa.answers || []).map(answerSpan), version: state.version }),
+      (seen) => api("PUT", `api/questions/${encodeURIComponent(id)}`, { question: text, answers: (qa.answers || []).map(answerSpan), version: seen }),
       {
         done: () => {
           state.editingQuestion = null;
@@ -909,7 +918,7 @@
     const [removed] = (qa.answers || []).slice(index, index + 1);
     answers.splice(index, 1);
     change(
-      () => api("PUT", `api/questions/${encodeURIComponent(id)}`, { question: qa.question, answers, version: state.version }),
+      (seen) => api("PUT", `api/questions/${encodeURIComponent(id)}`, { question: qa.question, answers, version: seen }),
       {
         done: () =>
           `Removed the answer ${quote(removed ? removed.text : "")}` + (answers.length ? "." : ": the question is now unanswerable."),
@@ -921,7 +930,7 @@
     clearNotice();
     const qa = questionsOf(currentParagraph()).find((item) => item.id === id);
     if (!qa) return;
-    change(() => api("DELETE", `api/questions/${encodeURIComponent(id)}?version=${state.version}`), {
+    change((seen) => api("DELETE", `api/questions/${encodeURIComponent(id)}?version=${seen}`), {
       done: () => {
         if (state.question === id) state.question = null;
         return `Deleted ${quote(qa.question, 60)}. Undo brings it back (Ctrl+Z).`;
@@ -932,7 +941,7 @@
   function undo() {
     if (els.undo.disabled) return;
     clearNotice();
-    change(() => api("POST", "api/undo", { version: state.version }), {
+    change((seen) => api("POST", "api/undo", { version: seen }), {
       done: (body) => "Undone: " + (body.undone || "the last change") + ".",
     });
   }
@@ -971,6 +980,7 @@
     const entry = currentParagraph();
     if (!entry) return;
     state.editing = true;
+    state.editingVersion = state.version;  // the text being edited is this version's
     state.pending = null;
     state.suggestions = null;
     els.paragraphText.value = entry.paragraph.context;
@@ -988,13 +998,16 @@
     clearNotice();
     const entry = currentParagraph();
     if (!entry) return;
-    const context = els.paragraphText.value;
+    let context = els.paragraphText.value;
+    // a textarea gives "\n" for every line end: put the paragraph's own "\r\n" back
+    if (entry.paragraph.context.includes("\r\n") && !context.includes("\r")) context = context.replace(/\n/g, "\r\n");
     if (context === entry.paragraph.context) {
       stopEditing();
       return;
     }
     const [a, p] = entry.id.split("/");
-    change(() => api("PUT", `api/paragraphs/${a}/${p}`, { context, version: state.version }), {
+    const edited = state.editingVersion;
+    change(() => api("PUT", `api/paragraphs/${a}/${p}`, { context, version: edited }), {
       done: (body) => {
         state.editing = false;
         showMoved(body.moved || []);

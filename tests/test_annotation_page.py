@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -37,10 +36,11 @@ from pathlib import Path
 
 import pytest
 
+from browser_helpers import CHROMIUM, chromium_browser
+
 sys.path.insert(0, str(Path(__file__).parent))  # for serving_helpers when run as a script
 from serving_helpers import Server, free_port  # noqa: E402
 
-CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_MS = 60_000  # for any one wait in the browser: a bound, never a measure
 STARTUP_SECONDS = 120
 SAMPLE = Path(__file__).parent.parent / "src" / "qatune" / "sample" / "dev.json"
@@ -53,38 +53,6 @@ DRAG_ANSWER = "Apollo 11"
 
 
 # --- the browser: skipped where there is none, a failure where CI requires one -------------------
-
-
-def require_browser() -> None:
-    missing = None
-    if not CHROMIUM.exists():
-        missing = f"{CHROMIUM} is not here (Debian's chromium package)"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            missing = "the playwright package is not installed (pip install -e '.[test]')"
-    if missing is None:
-        return
-    required = os.environ.get("QATUNE_REQUIRE_BROWSER", "")
-    if required not in ("", "0"):
-        pytest.fail(
-            f"{missing} and QATUNE_REQUIRE_BROWSER={required} says the page tests must run: install "
-            "it (apt-get install chromium; never `playwright install`), or unset "
-            "QATUNE_REQUIRE_BROWSER to skip them"
-        )
-    pytest.skip(missing)
-
-
-def test_a_missing_browser_is_a_skip_here_and_a_failure_where_required(monkeypatch):
-    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", Path("/no/such/chromium"))
-    monkeypatch.delenv("QATUNE_REQUIRE_BROWSER", raising=False)
-    with pytest.raises(pytest.skip.Exception):
-        require_browser()
-    monkeypatch.setenv("QATUNE_REQUIRE_BROWSER", "1")
-    with pytest.raises((pytest.skip.Exception, pytest.fail.Exception)) as caught:
-        require_browser()
-    assert caught.type is pytest.fail.Exception
 
 
 # --- the server ------------------------------------------------------------------------------------
@@ -129,15 +97,8 @@ def running_annotate(data: Path, *arguments: str, log_dir: Path):
 
 @pytest.fixture(scope="module")
 def browser():
-    require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium_browser() as chromium:
+        yield chromium
 
 
 @pytest.fixture(scope="module")

@@ -21,17 +21,17 @@ failure. The screenshot in the README comes from this file too:
 from __future__ import annotations
 
 import json
-import os
 import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from browser_helpers import CHROMIUM, chromium_browser, require_browser
+
 sys.path.insert(0, str(Path(__file__).parent))  # for serving_helpers when run as a script
 from serving_helpers import Server, running_server  # noqa: E402
 
-CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_MS = 60_000  # for any one wait in the browser: a bound, never a measure
 HTTP_TIMEOUT = 120
 API_KEY_VARIABLE = "QATUNE_PAGE_TEST_KEY"
@@ -51,50 +51,21 @@ ASTRAL_CONTEXT_2 = (
 # --- the browser: skipped where there is none, a failure where CI requires one -------------------
 
 
-def require_browser() -> None:
-    missing = None
-    if not CHROMIUM.exists():
-        missing = f"{CHROMIUM} is not here (Debian's chromium package)"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            missing = "the playwright package is not installed (pip install -e '.[test]')"
-    if missing is None:
-        return
-    required = os.environ.get("QATUNE_REQUIRE_BROWSER", "")
-    if required not in ("", "0"):
-        pytest.fail(
-            f"{missing} and QATUNE_REQUIRE_BROWSER={required} says the page tests must run: install "
-            "it (apt-get install chromium; never `playwright install`), or unset "
-            "QATUNE_REQUIRE_BROWSER to skip them"
-        )
-    pytest.skip(missing)
-
-
 def test_a_missing_browser_is_a_skip_here_and_a_failure_where_required(monkeypatch):
-    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", Path("/no/such/chromium"))
     monkeypatch.delenv("QATUNE_REQUIRE_BROWSER", raising=False)
     with pytest.raises(pytest.skip.Exception):
-        require_browser()
+        require_browser(Path("/no/such/chromium"))
     monkeypatch.setenv("QATUNE_REQUIRE_BROWSER", "1")  # as .ci/run sets it
     with pytest.raises((pytest.skip.Exception, pytest.fail.Exception)) as caught:
-        require_browser()
+        require_browser(Path("/no/such/chromium"))
     assert caught.type is pytest.fail.Exception
     assert str(caught.value).startswith("/no/such/chromium is not here (Debian's chromium package) and QATUNE_REQUIRE_BROWSER=1")
 
 
 @pytest.fixture(scope="module")
 def browser():
-    require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium_browser() as chromium:
+        yield chromium
 
 
 @pytest.fixture(scope="module")

@@ -65,6 +65,7 @@ def decode(
     n_best: int = 20,
     max_answer_length: int = 30,
     top_k: int = 1,
+    temperature: float = 1.0,
 ) -> Decoded:
     """Rank the answer spans of one example from the model's logits over its windows.
 
@@ -82,7 +83,10 @@ def decode(
     scored highest. The null answer's logit is the lowest CLS logit over the windows. Spans
     whose text would be empty are skipped. Answers are ranked by score, then by earlier
     start, then by earlier end. Only the logits of CLS and of context tokens are read, so
-    the others may be masked (even -inf).
+    the others may be masked (even -inf). The answers' logits (and the null answer's) are
+    divided by `temperature` before the softmax: the model's calibration, fitted on dev data
+    (`qatune.calibration`). It changes the scores, never the answers or their order; 1.0 keeps
+    the model's own scores.
 
     Raises SettingsError for a bad setting or mismatched windows, ModelError for a NaN
     or infinite logit at CLS or at a context token.
@@ -100,6 +104,41 @@ def decode(
         (0.851, 0.0001)
     """
     _check_settings(n_best=n_best, max_answer_length=max_answer_length, top_k=top_k)
+    _check_temperature(temperature)
+    candidates, null_logit = _ranked_answers(context, start_logits, end_logits, offsets, n_best, max_answer_length)
+    span_probs, null_prob = _softmax_with_null(candidates.logits / temperature, null_logit / temperature)
+    return Decoded(_top_answers(context, candidates, span_probs, top_k), null_prob)
+
+
+@dataclass(frozen=True)
+class AnswerLogits:
+    """Every candidate answer of one example as `decode` ranks them (before the softmax): the
+    best one's text (None without any), every answer's logit best first, and the null logit."""
+
+    best_text: str | None
+    logits: np.ndarray
+    null_logit: float
+
+
+def answer_logits(
+    context: str,
+    start_logits: Sequence[np.ndarray],
+    end_logits: Sequence[np.ndarray],
+    offsets: Sequence[np.ndarray],
+    *,
+    n_best: int = 20,
+    max_answer_length: int = 30,
+) -> AnswerLogits:
+    """What `decode` forms its scores from, for `qatune.calibration` to try temperatures on:
+    `decode(..., temperature=T)` scores answer i `softmax([logits, null_logit] / T)[i]`."""
+    _check_settings(n_best=n_best, max_answer_length=max_answer_length)
+    candidates, null_logit = _ranked_answers(context, start_logits, end_logits, offsets, n_best, max_answer_length)
+    best = context[candidates.starts[0] : candidates.ends[0]] if candidates.starts.size else None
+    return AnswerLogits(best, candidates.logits, null_logit)
+
+
+def _ranked_answers(context, start_logits, end_logits, offsets, n_best: int, max_answer_length: int) -> tuple[_Candidates, float]:
+    """One candidate per answer text, best first, with its logit; and the null answer's logit."""
     windows = _check_windows(context, start_logits, end_logits, offsets)
     per_window = [
         _add_up_same_spans(_window_candidates(start, end, offs, n_best, max_answer_length))
@@ -107,8 +146,7 @@ def decode(
     ]
     candidates = _add_up_same_texts(context, _best_of_same_spans(_concat(per_window)))
     null_logit = min(float(start[0] + end[0]) for start, end, _ in windows)
-    span_probs, null_prob = _softmax_with_null(candidates.logits, null_logit)
-    return Decoded(_top_answers(context, candidates, span_probs, top_k), null_prob)
+    return candidates, null_logit
 
 
 def best_answer(decoded: Decoded, null_threshold: float = 1.0) -> Answer | None:
@@ -155,6 +193,14 @@ def _check_settings(**settings: int) -> None:
             raise SettingsError(
                 f"{name} must be an integer >= 1, got {value!r}; pass {hints[name]}"
             )
+
+
+def _check_temperature(temperature: float) -> None:
+    if not _is_number(temperature) or not 0.0 < temperature < math.inf:
+        raise SettingsError(
+            f"temperature must be a positive number, got {temperature!r}; pass 1.0 to keep the "
+            "model's own scores, or the temperature fitted on dev data (qatune.json)"
+        )
 
 
 def _check_windows(
@@ -372,4 +418,4 @@ def close_call_margin(decoded: Decoded, null_threshold: float = 1.0) -> float:
     return margin
 
 
-__all__ = ["Answer", "Decoded", "best_answer", "close_call_margin", "decode"]
+__all__ = ["Answer", "AnswerLogits", "Decoded", "answer_logits", "best_answer", "close_call_margin", "decode"]

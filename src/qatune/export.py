@@ -44,6 +44,7 @@ from qatune.engines.onnx_engine import INSTALL_HINT
 from qatune.engines.onnx_engine import MODEL_FILE as ONNX_FILE
 from qatune.errors import ModelError, SettingsError, first_line
 from qatune.metrics import exact_of
+from qatune.modelcard import write_readme
 from qatune.settings import read_model_card, read_settings, write_model_card
 
 FORMATS = ("onnx", "openvino")
@@ -390,7 +391,9 @@ def _quantize_openvino(model, tokenizer, source: Path, calibration) -> tuple[Any
         QAModel(OpenVinoEngine(graph, precision=precision), tokenizer, settings).predict(questions, top_k=2)
         for graph, precision in ((quantized, "int8"), (model, "float32"))
     ]
-    margin = quantize.recheck_margin(*answers, null_threshold=settings.null_threshold)
+    # kept on the logits' own scale: scores divided by the temperature moved by 1/T of it, and
+    # answering divides the margin by the temperature again
+    margin = quantize.recheck_margin(*answers, null_threshold=settings.null_threshold) * settings.temperature
     record = {
         "method": "static", "kept_float": ["qa_outputs", "embeddings", "layer norms", "softmax", "GELU"],
         **_calibration_record(calibration, batches), "margin_questions": len(questions), "recheck_margin": margin,
@@ -440,6 +443,7 @@ def _write_card(source: Path, target: Path, engine_entry: dict) -> None:
     card = read_model_card(source)
     extra = {key: value for key, value in card.items() if key not in ("settings", "qatune_version", "onnx", "engine")}
     write_model_card(target, read_settings(source), **extra, engine=engine_entry)
+    write_readme(target)
 
 
 def _move_float32_graph(scratch: Path, target: Path) -> None:

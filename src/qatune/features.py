@@ -162,6 +162,26 @@ def label_windows(examples: Sequence[Example], windows: Windows) -> TrainingItem
     )
 
 
+def label_coverage(windows: Windows, items: TrainingItems) -> dict[str, int]:
+    """What windowing does to the labels: windows, questions cut into several windows, answers
+    no window holds whole, training items labelled "no answer" (the CLS token: unanswerable
+    questions, and windows of an answerable question that miss its answer), questions cut to
+    max_question_length.
+
+        >>> label_coverage(windows, label_windows(examples, windows))  # doctest: +SKIP
+        {'windows': 9, 'multi_window_questions': 2, 'answers_outside_windows': 0, 'items': 10, 'no_answer_items': 3, 'truncated_questions': 0}
+    """
+    per_question = np.bincount(windows.example_index) if len(windows) else np.zeros(0, dtype=np.int64)
+    return {
+        "windows": len(windows),
+        "multi_window_questions": int(np.count_nonzero(per_question > 1)),
+        "answers_outside_windows": items.answers_outside,
+        "items": len(items),
+        "no_answer_items": int(np.count_nonzero(items.start == 0)),
+        "truncated_questions": windows.truncated_questions,
+    }
+
+
 def _locate(offsets: np.ndarray, char_start: int, char_end: int) -> tuple[int, int] | None:
     """First and last token of the span `[char_start, char_end)`, or None when this window
     does not hold all of it."""

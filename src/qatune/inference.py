@@ -16,8 +16,9 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from qatune.batching import pad_windows
+from qatune.calibration import Calibration, TemperatureFit
 from qatune.data import Example
-from qatune.decoding import Answer, Decoded, best_answer, close_call_margin, decode
+from qatune.decoding import Answer, Decoded, answer_logits, best_answer, close_call_margin, decode
 from qatune.engines import Engine, check_engine_name, load_engine
 from qatune.errors import SettingsError
 from qatune.evaluation import Evaluation, evaluate_decoded, robust_null_threshold
@@ -97,6 +98,7 @@ def decode_examples(
             n_best=settings.n_best,
             max_answer_length=settings.answer_length,
             top_k=top_k,
+            temperature=settings.temperature,
         )
         for i in (range(len(examples)) if only is None else only)
     ]
@@ -195,12 +197,7 @@ class QAModel:
         decoded: list[Decoded] = []
         bar = _progress_bar(len(examples), progress)
         try:
-            for first, last in _chunks(examples):
-                chunk = examples[first:last]
-                if windows is None:
-                    chunk_windows = make_windows(chunk, self.tokenizer, self.settings)
-                else:
-                    chunk_windows = _windows_of(windows, first, last)
+            for chunk, chunk_windows in self._chunks_with_windows(examples, windows):
                 decoded += self._answer(chunk, chunk_windows, batch_size, top_k)
                 if bar is not None:
                     bar.update(len(chunk))
@@ -209,6 +206,40 @@ class QAModel:
                 bar.close()
         return decoded
 
+    def _chunks_with_windows(self, examples: list[Example], windows: Windows | None) -> Iterator[tuple[list[Example], Windows]]:
+        """The examples a chunk at a time, each chunk with its windows (cut here, or taken from `windows`)."""
+        for first, last in _chunks(examples):
+            chunk = examples[first:last]
+            if windows is None:
+                yield chunk, make_windows(chunk, self.tokenizer, self.settings)
+            else:
+                yield chunk, _windows_of(windows, first, last)
+
+    def fit_temperature(
+        self, examples: Sequence[Example], *, batch_size: int = ANSWER_BATCH_SIZE, windows: Windows | None = None
+    ) -> Calibration:
+        """Fit the temperature that makes the scores match how often the answers are right on
+        `examples` (dev data with gold answers), set it in the settings, and return the fit with
+        the calibration error before and after (`qatune.calibration.TemperatureFit`).
+
+        The logits are the engine's own (no float32 re-check): the fit is a statistic of many
+        questions, which the noise of bf16 on a few close calls does not move.
+        """
+        fit, settings = TemperatureFit(), self.settings
+        padding = {"pad_token_id": self.tokenizer.pad_token_id or 0, "max_length": settings.max_seq_length}
+        for chunk, chunk_windows in self._chunks_with_windows(list(examples), windows):
+            starts, ends = window_logits(self.engine, chunk_windows, batch_size=batch_size, **padding)
+            spans = chunk_windows.word_offsets if settings.align_to_words else chunk_windows.offsets
+            for example, group in zip(chunk, chunk_windows.of_example()):
+                logits = answer_logits(
+                    example.context, [starts[w] for w in group], [ends[w] for w in group], [spans[w] for w in group],
+                    n_best=settings.n_best, max_answer_length=settings.answer_length,
+                )
+                fit.add(example, logits)
+        calibration = fit.fit()
+        self.settings = dataclasses.replace(self.settings, temperature=calibration.temperature)
+        return calibration
+
     def _answer(self, examples: list[Example], windows: Windows, batch_size: int, top_k: int) -> list[Decoded]:
         padding = {"pad_token_id": self.tokenizer.pad_token_id or 0, "max_length": self.settings.max_seq_length}
         starts, ends = window_logits(self.engine, windows, batch_size=batch_size, **padding)
@@ -216,7 +247,9 @@ class QAModel:
         decoded = decode_examples(examples, windows, starts, ends, self.settings, top_k=ranked)
         exact = self.engine.float32() if self.engine.recheck_margin > 0 else None
         if exact is not None:
-            margin, threshold = self.engine.recheck_margin, self.settings.null_threshold
+            # the margin is a log-ratio of logits' noise; scores divided by the temperature shrink it alike
+            margin = self.engine.recheck_margin / self.settings.temperature
+            threshold = self.settings.null_threshold
             close = [i for i, d in enumerate(decoded) if _close_call(d, threshold, margin)]
             if close:
                 # less than float32 moves logits a little: where that could flip the answer, ask again in float32.

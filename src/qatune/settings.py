@@ -42,6 +42,9 @@ class QASettings:
         questions.
     align_to_words: answers start and end at word borders ("troughs", never the sub-word
         "trough"), the tokenizer's words; False gives the tokens' own spans.
+    temperature: the model's logits are divided by this before scores are formed, so that a
+        score of 0.8 is right about 80% of the time; fitted on the dev data at the end of
+        training (`qatune.calibration`), 1.0 (the model's own scores) without dev data.
     """
 
     max_seq_length: int = 384
@@ -51,6 +54,7 @@ class QASettings:
     n_best: int = 20
     null_threshold: float = 1.0
     align_to_words: bool = True
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.align_to_words, bool):
@@ -66,6 +70,9 @@ class QASettings:
             raise SettingsError(
                 f"null_threshold must be a probability between 0 and 1, got {self.null_threshold!r}"
             )
+        is_number = isinstance(self.temperature, (int, float)) and not isinstance(self.temperature, bool)
+        if not is_number or not 0.0 < self.temperature < float("inf"):
+            raise SettingsError(f"temperature must be a positive number (1.0: scores as the model gives them), got {self.temperature!r}")
         if self.context_room < 1:
             raise SettingsError(
                 f"max_seq_length ({self.max_seq_length}) leaves no room for the context after a "

@@ -33,7 +33,8 @@ import torch
 from qatune import checkpoints
 from qatune.data import Example
 from qatune.errors import SettingsError
-from qatune.features import TrainingItems, Windows, cached_windows, default_cache_dir, label_windows
+from qatune.calibration import Calibration
+from qatune.features import TrainingItems, Windows, cached_windows, default_cache_dir, label_coverage, label_windows
 from qatune.files import with_default_permissions
 from qatune.batching import as_tensors, pad_windows
 from qatune.engines import engine_for_model
@@ -42,6 +43,7 @@ from qatune.inference import QAModel
 from qatune.metrics import exact_of
 from qatune.modeling import check_tokenizer_fits, load_qa_model, load_tokenizer, resolve_model_name
 from qatune.runlog import MetricsLog, RunProgress
+from qatune.modelcard import machine_description, validation_summary, write_readme
 from qatune.settings import DEFAULT_MAX_ANSWER_LENGTH, QASettings, write_model_card
 
 # Measured on ../shared/data with the default model (see BENCHMARKS.md): a small encoder
@@ -102,6 +104,7 @@ class TrainingArguments:
     resume: bool = False
     overwrite: bool = False
     eval_batch_size: int = 8
+    evaluate_untrained: bool = False  # dev scores before training too (the report's before/after)
     cache_dir: str | None = None  # tokenized windows are kept here; None: the default, "": no cache
     trust_remote_code: bool = False
     settings: QASettings = dataclasses.field(default_factory=QASettings)
@@ -154,6 +157,8 @@ class TrainResult:
     counts: dict[str, int]
     history: list[dict[str, Any]]
     settings: QASettings
+    calibration: Calibration | None = None  # the temperature fitted on the dev data
+    untrained_metrics: dict[str, float] | None = None  # dev scores before training (evaluate_untrained)
 
 
 def train(
@@ -164,11 +169,14 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     options: checkpoints.OptionNames = checkpoints.PYTHON_OPTIONS,
+    data_reports: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Fine-tune `args.model` on `train_examples`; write the model to `args.output_dir`.
 
     `log` receives one line for each thing worth telling (the data, the plan, each dev
     evaluation, warnings); `options` names the options in messages (the CLI passes its flags).
+    `data_reports` ({"train": ValidationReport, "dev": ...}, optional) are summarized in
+    `qatune.json` and the model card: what reading the data repaired and skipped.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -207,6 +215,7 @@ def train(
     items = label_windows(train_examples, windows)
     settings, too_long = _with_answer_length(args.settings, items, log, options)
     counts = _counts(train_examples, windows, items, dev_examples) | {"answers_longer_than_max_answer_length": too_long}
+    coverage = label_coverage(windows, items)
     log(_describe_data(counts, items))
     if len(items) == 0:
         raise SettingsError("no training item is left: every answer falls outside every window")
@@ -243,6 +252,12 @@ def train(
     metrics_log = MetricsLog(output_dir / checkpoints.METRICS_LOG, keep_through_epoch=state.epoch, log=log)
     bar = RunProgress(epochs * batches_per_epoch, state.epoch * batches_per_epoch, progress, log)
     checkpointed_at = state.train_seconds
+    untrained = None
+    if args.evaluate_untrained and dev_examples and state.epoch == 0:
+        with _attention(plain_model, answering_attention, training_attention):
+            untrained = _evaluate(TorchEngine(plain_model, bf16=use_bf16), tokenizer, settings, args, dev_examples, dev_windows).metrics
+        metrics_log.write(type="baseline", epoch=0, step=0, **untrained)
+        bar.write("before training: dev " + metrics_text(untrained))
 
     # --- The loop ------------------------------------------------------------------------
     try:
@@ -294,15 +309,27 @@ def train(
         if best_weights is not None:
             plain_model.load_state_dict(best_weights)
         _set_attention(plain_model, answering_attention)
+        calibration = None
         if state.best_epoch is not None:
-            # The saved model's dev scores and null threshold are those `qatune evaluate` gives:
-            # the kept weights answered once by the engine it picks.
+            # The saved model's temperature, dev scores and null threshold are those `qatune
+            # evaluate` gives: the kept weights answered by the engine it picks, scores
+            # calibrated on the dev data, then the threshold tuned on the calibrated scores.
             engine = engine_for_model(plain_model, tokenizer, bf16=args.bf16)
-            evaluation = _evaluate(engine, tokenizer, settings, args, dev_examples, dev_windows)
+            answerer = QAModel(engine, tokenizer, settings)
+            calibration = answerer.fit_temperature(dev_examples, batch_size=args.eval_batch_size, windows=dev_windows)
+            evaluation = answerer.tune_null_threshold(dev_examples, batch_size=args.eval_batch_size, windows=dev_windows)
+            settings = answerer.settings
             state.best_metrics, state.null_threshold = dict(evaluation.metrics), evaluation.null_threshold
-            metrics_log.write(type="kept", epoch=state.best_epoch, step=state.step, engine=engine.describe(), **evaluation.metrics)
+            metrics_log.write(
+                type="kept", epoch=state.best_epoch, step=state.step, engine=engine.describe(),
+                temperature=calibration.temperature, **evaluation.metrics,
+            )
+            bar.write(
+                f"scores calibrated on {calibration.questions} dev questions: temperature {calibration.temperature:.3f}, "
+                f"calibration error {100 * calibration.ece_before:.1f} -> {100 * calibration.ece_after:.1f} points"
+            )
             bar.write(f"kept epoch {state.best_epoch}, answered with {engine.describe()}: dev " + metrics_text(evaluation.metrics))
-            del engine  # its compiled copy of the weights
+            del engine, answerer  # the engine's compiled copy of the weights
     finally:  # an interrupted run still leaves a whole log and a clean terminal
         bar.close()
         metrics_log.close()
@@ -312,17 +339,24 @@ def train(
     plain_model.save_pretrained(output_dir, safe_serialization=True)
     with_default_permissions(*output_dir.glob("*.safetensors"))
     tokenizer.save_pretrained(output_dir)
+    data = counts | {"train_sha256": examples_digest(train_examples), "train_coverage": coverage}
+    if dev_examples:
+        data |= {"dev_sha256": examples_digest(dev_examples), "dev_unanswerable": sum(e.unanswerable for e in dev_examples)}
+    if data_reports:
+        data["validation"] = {name: validation_summary(report) for name, report in data_reports.items() if report is not None}
     write_model_card(
         output_dir,
         settings,
         base_model=resolve_model_name(args.model),
         training_arguments=arguments,
-        data=counts | {"train_sha256": examples_digest(train_examples)}
-        | ({"dev_sha256": examples_digest(dev_examples)} if dev_examples else {}),
+        data=data,
         best_epoch=state.best_epoch,
         dev_metrics=state.best_metrics,
+        calibration=calibration.to_dict() if calibration is not None else None,
         train_seconds=round(state.train_seconds, 2),
+        machine=machine_description(device, use_bf16),
     )
+    write_readme(output_dir)
     if not args.keep_checkpoints:
         checkpoints.remove(output_dir)
     for warning in _no_answer_warnings(counts, dev_examples, options):
@@ -336,6 +370,8 @@ def train(
         counts=counts,
         history=state.history,
         settings=settings,
+        calibration=calibration,
+        untrained_metrics=untrained,
     )
 
 

@@ -27,6 +27,7 @@ COMMANDS = {
     "export": "Export a model to ONNX (optionally with int8 weights) for fast CPU answering.",
     "serve": "Answer questions over HTTP: a JSON API, a page, metrics.",
     "annotate": "Write and correct question-answer data on a page, with a model's suggestions.",
+    "report": "Write one self-contained HTML report of a model: curves, data, every question, calibration.",
 }
 
 # 128 + SIGPIPE: what a shell reports for other tools whose reader went away (`yes | head -1`),

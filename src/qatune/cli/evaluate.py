@@ -1,6 +1,7 @@
 """`qatune evaluate MODEL DATA [--output DIR]`: answer every question and score the answers.
 
-Writes predictions.json and na_probs.json in the formats the official SQuAD scripts read.
+Writes predictions.json and na_probs.json in the formats the official SQuAD scripts read;
+`--report [FILE]` writes the report of every question (one HTML file).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model directory (or hub id)")
     parser.add_argument("data", help="data file with gold answers")
     parser.add_argument("--output", help="folder for predictions.json and na_probs.json (default: none written)")
+    parser.add_argument("--report", nargs="?", const="report.html", metavar="FILE",
+                        help="write the report (every question, calibration; one HTML file) to FILE (default: report.html)")
     options.add_model_loading(parser)
     options.add_data_reading(parser)
     options.add_json(parser)
@@ -25,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     options.quiet_libraries(import_torch=False)
     options.limit_heap_fragmentation()
-    examples = options.read_examples(args.data, args, options.say_on_stderr)
+    examples, data_report = options.read_examples_and_report(args.data, args, options.say_on_stderr)
     model = options.load_model(args)
     evaluation = model.evaluate(examples, batch_size=args.batch_size, progress=not args.json)
     if args.output:
@@ -33,6 +36,12 @@ def run(args: argparse.Namespace) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         options.write_json(folder / "predictions.json", evaluation.predictions)
         options.write_json(folder / "na_probs.json", evaluation.na_probs)
+    if args.report:
+        from qatune.modeling import locate_model
+        from qatune.report import write_report
+
+        write_report(locate_model(args.model), args.report, examples=examples, validation=data_report, model=model,
+                     log=options.say_on_stderr)
     if args.json:
         print(json.dumps({**evaluation.metrics, "engine": model.engine.to_dict()}, indent=2))
         options.say_engine(model, args)

@@ -67,13 +67,18 @@ def say_engine(model, args: argparse.Namespace) -> None:
 def read_examples(path, args: argparse.Namespace, say=None):
     """The examples of a data file (an error if it has errors under --on-error); `say` gets one
     line with the counts and what was repaired or skipped, as `qatune validate` reports them."""
+    return read_examples_and_report(path, args, say)[0]
+
+
+def read_examples_and_report(path, args: argparse.Namespace, say=None):
+    """`read_examples`, and the file's ValidationReport."""
     from qatune.data import read_dataset
 
     examples, report = read_dataset(path, format=args.format, on_error=args.on_error)
     report.raise_for_errors()
     if say is not None:
         say(f"{path}: {len(examples)} questions ({report.unanswerable} unanswerable); {report.repair_line()}")
-    return examples
+    return examples, report
 
 
 def say_on_stderr(message: str) -> None:

@@ -1,7 +1,8 @@
 """`qatune train [TRAIN] [--dev DEV] ...`: fine-tune a model.
 
 With no TRAIN, trains on the sample dataset shipped with qatune and evaluates on its dev
-part before and after training, to show what fine-tuning does.
+part before and after training, to show what fine-tuning does. `--report [FILE]` writes the
+training report (learning curves, every dev question, calibration) at the end.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="answers may start or end inside a word (default: whole words)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model's repository")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--report", nargs="?", const="", metavar="FILE",
+                        help="write the training report (one HTML file) at the end "
+                             "(default FILE: report.html in the model directory)")
     options.add_data_reading(parser)
     options.add_json(parser)
 
@@ -89,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         trust_remote_code=args.trust_remote_code,
+        evaluate_untrained=on_sample or args.report is not None,
         settings=settings,
     )
     say = _printer(args)
@@ -97,16 +102,19 @@ def run(args: argparse.Namespace) -> int:
         Path(args.output), resume=args.resume, overwrite=args.overwrite, options=CLI_OPTIONS,
         arguments=training_arguments.to_dict(),
     )
-    train_examples = options.read_examples(train_path, args, say)
-    dev_examples = options.read_examples(dev_path, args, say) if dev_path else None
+    train_examples, train_report = options.read_examples_and_report(train_path, args, say)
+    dev_examples, dev_report = options.read_examples_and_report(dev_path, args, say) if dev_path else (None, None)
 
-    before = _untrained_metrics(training_arguments, dev_examples) if on_sample and dev_examples else None
-    if before is not None:
-        say("dev before training: " + metrics_text(before))
     result = train(
         train_examples, dev_examples, training_arguments, progress=not (args.quiet or args.json), log=say,
-        options=CLI_OPTIONS,
+        options=CLI_OPTIONS, data_reports={"train": train_report, "dev": dev_report},
     )
+    before = result.untrained_metrics
+    if args.report is not None:
+        from qatune.report import write_report
+
+        report_path = Path(args.report) if args.report else result.output_dir / "report.html"
+        write_report(result.output_dir, report_path, examples=dev_examples, validation=dev_report, log=say)
 
     summary = {
         "output": str(result.output_dir),
@@ -120,6 +128,10 @@ def run(args: argparse.Namespace) -> int:
     }
     if before is not None:
         summary["dev_before"] = before
+    if result.calibration is not None:
+        summary["calibration"] = result.calibration.to_dict()
+    if args.report is not None:
+        summary["report"] = str(report_path)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -129,22 +141,6 @@ def run(args: argparse.Namespace) -> int:
         say(f"dev after training (best epoch {result.best_epoch}): " + metrics_text(result.dev_metrics))
     say(f"trained {result.epochs_run} epochs in {result.train_seconds:.1f} s; model written to {result.output_dir}")
     return 0
-
-
-def _untrained_metrics(arguments, dev_examples) -> dict:
-    """Dev metrics of the base model with its fresh, seeded QA head: the baseline to beat."""
-    from accelerate.utils import set_seed
-
-    from qatune.engines import engine_for_model
-    from qatune.inference import QAModel
-    from qatune.modeling import check_tokenizer_fits, load_qa_model, load_tokenizer
-
-    set_seed(arguments.seed)
-    model = load_qa_model(arguments.model, trust_remote_code=arguments.trust_remote_code)
-    tokenizer = load_tokenizer(arguments.model, trust_remote_code=arguments.trust_remote_code)
-    check_tokenizer_fits(tokenizer, model.config, str(arguments.model))
-    engine = engine_for_model(model.eval(), tokenizer, bf16=arguments.bf16)
-    return QAModel(engine, tokenizer, arguments.settings).evaluate(dev_examples).metrics
 
 
 def _printer(args):

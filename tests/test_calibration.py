@@ -187,3 +187,14 @@ def test_a_temperature_changes_the_scores_never_the_answers():
             # the scaled scores are the plain ones raised to 1/T and renormalized
             powered = np.array([a.score for a in plain.answers] + [plain.null_prob]) ** (1 / temperature)
             assert [a.score for a in scaled.answers] == pytest.approx(powered[:-1] / powered.sum(), rel=1e-6, abs=1e-300)
+
+
+def test_scores_that_carry_no_information_stop_at_the_highest_temperature():
+    from qatune.calibration import TEMPERATURE_RANGE
+    from qatune.decoding import AnswerLogits
+
+    fit = TemperatureFit()
+    for number in range(50):  # the most confident answer is always wrong
+        fit.add(Example(f"q{number}", "Which?", CONTEXT, (GoldAnswer("w1", 3),)),
+                AnswerLogits("w0", np.array([9.0, 0.0, -1.0]), -5.0))
+    assert fit.fit().temperature == pytest.approx(TEMPERATURE_RANGE[1])

@@ -69,3 +69,31 @@ def test_an_earlier_run_with_checkpoints_names_resume(tiny_bert, tmp_path):
     longer = qatune("train", TINY_QA, *flags[:-len(WINDOW_FLAGS) - 4], "--epochs", "2", "--no-bf16", "--quiet",
                     *WINDOW_FLAGS, "--resume", "--json")
     assert json.loads(longer.stdout)["epochs"] == 2
+
+
+def test_report_scores_the_dev_data_before_training_and_writes_the_report(tiny_bert, tmp_path):
+    output = tmp_path / "model"
+    result = qatune(
+        "train", TINY_QA, "--dev", DATA / "data_squad_v2.json", "--model", tiny_bert, "--output", output,
+        "--epochs", "2", "--no-bf16", "--report", "--json", *WINDOW_FLAGS,
+    )
+    summary = json.loads(result.stdout)
+    assert summary["report"] == str(output / "report.html")
+    page = (output / "report.html").read_text(encoding="utf-8")
+    assert "6 questions" in result.stderr and 'data-id="' in page
+    records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    baseline = [r for r in records if r["type"] == "baseline"]
+    assert len(baseline) == 1 and baseline[0]["epoch"] == 0 and baseline[0]["total"] == 6
+    assert summary["dev_before"] == {k: v for k, v in baseline[0].items() if k not in ("type", "epoch", "step")}
+    assert "before training: dev EM" in result.stderr
+    # the fitted temperature travels in the summary, the settings and the card
+    card = json.loads((output / "qatune.json").read_text())
+    assert summary["calibration"] == card["calibration"]
+    assert card["settings"]["temperature"] == summary["calibration"]["temperature"]
+    assert (output / "README.md").read_text(encoding="utf-8").startswith("---\nlibrary_name: transformers\n")
+
+    # evaluate --report writes a report of any data with the same model
+    target = tmp_path / "eval" / "tiny.html"
+    evaluated = qatune("evaluate", output, TINY_QA, "--report", target, "--no-bf16")
+    assert target.is_file() and f"wrote {target}" in evaluated.stderr
+    assert evaluated.stdout.startswith(f"{TINY_QA}: 12 questions")

@@ -131,7 +131,7 @@ class Calibration:
     questions: int
 
     def to_dict(self) -> dict:
-        return {key: round(value, 6) if isinstance(value, float) else value for key, value in asdict(self).items()}
+        return asdict(self)
 
 
 class TemperatureFit:
@@ -183,7 +183,8 @@ class TemperatureFit:
         losses = [scorer.log_loss(math.exp(point)) for point in grid]
         best = int(np.argmin(losses))
         step = grid[1] - grid[0]
-        log_t = _golden_minimum(lambda x: scorer.log_loss(math.exp(x)), grid[best] - step, grid[best] + step)
+        around = max(low, grid[best] - step), min(high, grid[best] + step)
+        log_t = _golden_minimum(lambda x: scorer.log_loss(math.exp(x)), *around)
         if scorer.log_loss(math.exp(log_t)) > losses[best]:
             log_t = grid[best]
         temperature = float(math.exp(log_t))

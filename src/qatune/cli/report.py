@@ -27,12 +27,10 @@ def run(args: argparse.Namespace) -> int:
         options.quiet_libraries(import_torch=False)
         examples, validation = options.read_examples_and_report(args.data, args, options.say_on_stderr)
         model = options.load_model(args)
-    path = write_report(
+    write_report(
         args.model, args.output, examples=examples, validation=validation, model=model,
         log=options.say_on_stderr, batch_size=args.batch_size,
     )
-    questions = len(examples) if examples is not None else 0
-    options.say_on_stderr(f"wrote {path} ({questions} question{'' if questions == 1 else 's'})")
     if model is not None:
         options.say_engine(model, args)
     return 0

@@ -58,6 +58,8 @@ def write_report(
     page = render(inputs)
     path = Path(output)
     _write_atomically(path, page)
+    questions = len(inputs.results) if inputs.results else 0
+    log(f"wrote {path} ({questions} question{'' if questions == 1 else 's'})")
     return path
 
 

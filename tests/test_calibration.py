@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -198,3 +199,28 @@ def test_scores_that_carry_no_information_stop_at_the_highest_temperature():
         fit.add(Example(f"q{number}", "Which?", CONTEXT, (GoldAnswer("w1", 3),)),
                 AnswerLogits("w0", np.array([9.0, 0.0, -1.0]), -5.0))
     assert fit.fit().temperature == pytest.approx(TEMPERATURE_RANGE[1])
+
+
+def test_the_saved_temperature_scores_the_answers_of_ask_and_of_the_server(tiny_bert, tmp_path):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from qatune import QAModel
+    from qatune.serving import create_app
+    from qatune.settings import QASettings, write_model_card
+
+    warm = tmp_path / "warm"
+    shutil.copytree(tiny_bert, warm)
+    write_model_card(warm, QASettings(temperature=3.0))
+    question, context = "who sat?", "the cat sat on the mat while the dog slept"
+    plain = QAModel.from_pretrained(tiny_bert, bf16=False).ask(question, context, top_k=3)
+    scaled = QAModel.from_pretrained(warm, bf16=False).ask(question, context, top_k=3)
+    assert [(a.text, a.start, a.end) for a in scaled] == [(a.text, a.start, a.end) for a in plain]
+    assert scaled[0].score < plain[0].score  # a higher temperature: less sure of the best answer
+    with TestClient(create_app(warm, bf16=False)) as client:
+        deadline = time.monotonic() + 120  # a bound, never a measure
+        while client.get("/v1/health").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        served = client.post("/v1/answer", json={"question": question, "context": context, "top_k": 3}).json()
+    assert [(a["text"], a["score"]) for a in served["answers"]] == [(a.text, a.score) for a in scaled]

@@ -321,7 +321,7 @@ def _refuse_changed_settings(output_dir: Path, saved: dict[str, Any], current: d
 
 
 def _comparable(key: str, value: Any) -> Any:
-    return model_identity(value) if key == "model" and isinstance(value, str) else value
+    return model_identity(value) if key in ("model", "teacher") and isinstance(value, str) else value
 
 
 def _best_weights(checkpoint: Path, state: TrainingState, model) -> dict[str, torch.Tensor] | None:

@@ -34,6 +34,7 @@ from qatune import checkpoints
 from qatune.data import Example
 from qatune.errors import SettingsError
 from qatune.calibration import Calibration
+from qatune.distillation import TeacherLogits, check_distillation_settings, check_same_tokenizer, distillation_loss, teacher_logits
 from qatune.features import TrainingItems, Windows, cached_windows, default_cache_dir, label_coverage, label_windows
 from qatune.files import with_default_permissions
 from qatune.batching import as_tensors, pad_windows
@@ -105,6 +106,9 @@ class TrainingArguments:
     overwrite: bool = False
     eval_batch_size: int = 8
     evaluate_untrained: bool = False  # dev scores before training too (the report's before/after)
+    teacher: str | None = None  # distill from this model (same tokenizer): its start/end distributions
+    distill_alpha: float = 0.5  # weight of the gold answers' loss; 1 - alpha: the teacher's
+    distill_temperature: float = 2.0
     cache_dir: str | None = None  # tokenized windows are kept here; None: the default, "": no cache
     trust_remote_code: bool = False
     settings: QASettings = dataclasses.field(default_factory=QASettings)
@@ -140,6 +144,7 @@ class TrainingArguments:
             )
         if isinstance(self.settings, dict):
             self.settings = QASettings.from_dict(self.settings)
+        check_distillation_settings(self.distill_alpha, self.distill_temperature)
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
@@ -221,6 +226,7 @@ def train(
         raise SettingsError("no training item is left: every answer falls outside every window")
     dev_windows = cached_windows(dev_examples, tokenizer, args.settings, cache) if dev_examples else None
     windows = _token_ids_only(windows)
+    teacher = _teacher_logits(args, tokenizer, windows, settings, log) if args.teacher else None
     _release_free_memory()
 
     batches_per_epoch = math.ceil(len(items) / args.batch_size)
@@ -241,7 +247,8 @@ def train(
     plain_model = accelerator.unwrap_model(model)
 
     arguments = args.to_dict() | {
-        "model": checkpoints.model_identity(args.model), "epochs": epochs, "settings": settings.to_dict()
+        "model": checkpoints.model_identity(args.model), "teacher": checkpoints.model_identity(args.teacher),
+        "epochs": epochs, "settings": settings.to_dict(),
     }
     state, best_weights = checkpoints.TrainingState(), None
     if args.resume:
@@ -278,7 +285,14 @@ def train(
                     "end_positions": torch.from_numpy(items.end[batch]).to(accelerator.device),
                 }
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    loss = model(**inputs, **labels).loss
+                    outputs = model(**inputs, **labels)
+                loss = outputs.loss
+                if teacher is not None:
+                    teacher_start, teacher_end = teacher.batch(items.window[batch], inputs["input_ids"].shape[1], accelerator.device)
+                    loss = distillation_loss(
+                        loss, outputs.start_logits, outputs.end_logits, teacher_start, teacher_end,
+                        inputs["attention_mask"], args.distill_alpha, args.distill_temperature,
+                    )
                 accelerator.backward(loss / args.gradient_accumulation_steps)
                 if batch_number % args.gradient_accumulation_steps == 0 or batch_number == len(batches):
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -414,6 +428,23 @@ def _release_free_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def _teacher_logits(args: TrainingArguments, tokenizer, windows: Windows, settings: QASettings, log) -> TeacherLogits:
+    """The teacher's logits of every training window, once, before training; the teacher is
+    then let go."""
+    started = time.perf_counter()
+    teacher_tokenizer = load_tokenizer(args.teacher, trust_remote_code=args.trust_remote_code)
+    check_same_tokenizer(tokenizer, teacher_tokenizer, resolve_model_name(args.model), resolve_model_name(args.teacher))
+    teacher = load_qa_model(args.teacher, trust_remote_code=args.trust_remote_code)
+    logits = teacher_logits(teacher, windows, pad_token_id=tokenizer.pad_token_id or 0, max_length=settings.max_seq_length)
+    del teacher
+    log(
+        f"distilling from {args.teacher}: its logits of {len(windows)} training windows computed in "
+        f"{time.perf_counter() - started:.1f} s; loss = {args.distill_alpha:g} * gold + {1 - args.distill_alpha:g} * "
+        f"{args.distill_temperature:g}^2 * KL(teacher || student) at temperature {args.distill_temperature:g}"
+    )
+    return logits
 
 
 def _evaluate(engine, tokenizer, settings: QASettings, args, dev_examples, dev_windows):

@@ -27,6 +27,7 @@ COMMANDS = {
     "export": "Export a model to ONNX (optionally with int8 weights) for fast CPU answering.",
     "serve": "Answer questions over HTTP: a JSON API, a page, metrics.",
     "annotate": "Write and correct question-answer data on a page, with a model's suggestions.",
+    "shrink": "Make a smaller student that keeps some of a model's layers (to train, with distillation).",
     "report": "Write one self-contained HTML report of a model: curves, data, every question, calibration.",
 }
 

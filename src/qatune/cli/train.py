@@ -49,6 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "for data of thousands of questions")
     parser.add_argument("--no-align-to-words", action="store_true",
                         help="answers may start or end inside a word (default: whole words)")
+    parser.add_argument("--teacher", metavar="MODEL",
+                        help="distill from this fine-tuned model (same tokenizer as --model): the student also learns "
+                             "its start and end distributions")
+    parser.add_argument("--distill-alpha", type=float, default=0.5, metavar="A",
+                        help="with --teacher: loss = A * gold + (1 - A) * T^2 * KL(teacher || student) (default: 0.5)")
+    parser.add_argument("--temperature", type=float, default=2.0, metavar="T",
+                        help="with --teacher: the softmax temperature of the distillation (default: 2.0)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model's repository")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--report", nargs="?", const="", metavar="FILE",
@@ -94,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         trust_remote_code=args.trust_remote_code,
         evaluate_untrained=on_sample or args.report is not None,
+        teacher=args.teacher,
+        distill_alpha=args.distill_alpha,
+        distill_temperature=args.temperature,
         settings=settings,
     )
     say = _printer(args)

@@ -1,0 +1,114 @@
+"""Distillation: a student learns from the gold answers and from a teacher's start and end
+distributions (DistilBERT's recipe for fine-tuning):
+
+    loss = alpha * CE(gold) + (1 - alpha) * T^2 * KL(teacher_T || student_T)
+
+where `_T` is a softmax at temperature T over the window's tokens (padding left out), and the
+KL term is the mean over the batch of the start and end distributions' KL, averaged. The teacher
+answers every training window once, without gradients, before training starts; its logits are
+kept (float32, one array per window) for the whole run.
+
+    >>> logits = teacher_logits(teacher_model, windows, pad_token_id=0)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from qatune.errors import SettingsError
+
+# Masked positions get this logit: finite, so that 0 * log(0) terms stay 0 instead of NaN.
+MASKED_LOGIT = -1e9
+# Texts both tokenizers must cut the same way (besides having the same vocabulary).
+PROBE_TEXTS = ("When did Apollo 11 land on the Moon?", "Der Flughafen München öffnete 1992 — «naïve» café 東京 3-0!")
+
+
+@dataclass
+class TeacherLogits:
+    """The teacher's start and end logits of every training window (unpadded, float32)."""
+
+    starts: list[np.ndarray]
+    ends: list[np.ndarray]
+
+    def batch(self, windows: np.ndarray, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits of these windows padded to `length` tokens (padding: MASKED_LOGIT)."""
+        start = np.full((len(windows), length), MASKED_LOGIT, dtype=np.float32)
+        end = np.full((len(windows), length), MASKED_LOGIT, dtype=np.float32)
+        for row, window in enumerate(windows):
+            size = min(length, self.starts[window].size)
+            start[row, :size] = self.starts[window][:size]
+            end[row, :size] = self.ends[window][:size]
+        return torch.from_numpy(start).to(device), torch.from_numpy(end).to(device)
+
+
+def distillation_loss(
+    gold_loss: torch.Tensor,
+    student_start: torch.Tensor,
+    student_end: torch.Tensor,
+    teacher_start: torch.Tensor,
+    teacher_end: torch.Tensor,
+    attention_mask: torch.Tensor,
+    alpha: float,
+    temperature: float,
+) -> torch.Tensor:
+    """alpha * gold_loss + (1 - alpha) * T^2 * (KL_start + KL_end) / 2, the KLs of the teacher's
+    distributions from the student's at temperature T over the unmasked tokens, mean over the batch."""
+    kl = (
+        _kl(teacher_start, student_start, attention_mask, temperature)
+        + _kl(teacher_end, student_end, attention_mask, temperature)
+    ) / 2
+    return alpha * gold_loss + (1 - alpha) * temperature**2 * kl
+
+
+def _kl(teacher: torch.Tensor, student: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor:
+    keep = mask.bool()
+    teacher = teacher.float().masked_fill(~keep, MASKED_LOGIT) / temperature
+    student = student.float().masked_fill(~keep, MASKED_LOGIT) / temperature
+    target = torch.softmax(teacher, dim=-1)
+    log_student = torch.log_softmax(student, dim=-1)
+    # sum over tokens, mean over the batch ("batchmean": the KL divergence per window)
+    return torch.nn.functional.kl_div(log_student, target, reduction="batchmean")
+
+
+def check_same_tokenizer(student_tokenizer, teacher_tokenizer, student_name: str, teacher_name: str) -> None:
+    """A SettingsError naming both models unless the two tokenizers cut text into the same ids:
+    the teacher's distributions are over its tokens, which must be the student's."""
+    same_vocabulary = student_tokenizer.get_vocab() == teacher_tokenizer.get_vocab()
+    same_cuts = same_vocabulary and all(
+        student_tokenizer(text)["input_ids"] == teacher_tokenizer(text)["input_ids"] for text in PROBE_TEXTS
+    )
+    if not same_cuts:
+        what = "vocabularies" if not same_vocabulary else "ways of cutting text into tokens"
+        raise SettingsError(
+            f"the teacher {teacher_name} and the student {student_name} have different {what} "
+            f"({type(teacher_tokenizer).__name__}, {len(teacher_tokenizer)} tokens against "
+            f"{type(student_tokenizer).__name__}, {len(student_tokenizer)} tokens): distillation needs the "
+            "same tokenizer; use a student made from the teacher (`qatune shrink TEACHER --layers K -o STUDENT`) "
+            "or a teacher of the student's family"
+        )
+
+
+def teacher_logits(teacher, windows, *, pad_token_id: int, max_length: int, batch_size: int = 16) -> TeacherLogits:
+    """The teacher's logits of every window, float32, computed once without gradients."""
+    from qatune.engines.torch_engine import TorchEngine
+    from qatune.inference import window_logits
+
+    teacher.eval()
+    with torch.inference_mode():
+        starts, ends = window_logits(
+            TorchEngine(teacher, bf16=False), windows, pad_token_id=pad_token_id, batch_size=batch_size, max_length=max_length
+        )
+    return TeacherLogits(starts, ends)
+
+
+def check_distillation_settings(alpha: float, temperature: float) -> None:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise SettingsError(f"distill_alpha must be between 0 and 1 (the weight of the gold answers' loss), got {alpha!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0.0 < temperature < float("inf"):
+        raise SettingsError(f"distill_temperature must be a positive number (e.g. 2.0), got {temperature!r}")
+
+
+__all__ = ["TeacherLogits", "check_distillation_settings", "check_same_tokenizer", "distillation_loss", "teacher_logits"]

@@ -1,0 +1,107 @@
+"""Distillation: the loss by hand, the tokenizer check, and a teacher that knows the answers helping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from qatune import TrainingArguments, train
+from qatune.batching import as_tensors, pad_windows
+from qatune.data import load_examples
+from qatune.distillation import check_same_tokenizer, distillation_loss
+from qatune.errors import SettingsError
+from qatune.features import label_windows, make_windows
+from qatune.modeling import load_qa_model, load_tokenizer
+from qatune.settings import QASettings
+
+from conftest import TINY_QA
+
+WINDOWS = QASettings(max_seq_length=48, doc_stride=8, max_question_length=12)
+COMMON = dict(batch_size=4, warmup_ratio=0.0, bf16=False, settings=WINDOWS, seed=7, save_every=0)
+
+
+def numpy_kl(teacher, student, mask, temperature):
+    """Mean over rows of sum_i p_i log(p_i / q_i), softmaxes at the temperature over unmasked tokens."""
+    total = 0.0
+    for t_row, s_row, m_row in zip(teacher, student, mask):
+        t, s = t_row[m_row == 1] / temperature, s_row[m_row == 1] / temperature
+        p = np.exp(t - t.max()) / np.exp(t - t.max()).sum()
+        log_q = s - s.max() - np.log(np.exp(s - s.max()).sum())
+        total += float(np.sum(p * (np.log(p) - log_q)))
+    return total / len(teacher)
+
+
+@pytest.mark.parametrize("alpha, temperature", [(0.5, 2.0), (0.0, 1.0), (0.8, 3.5), (1.0, 2.0)])
+def test_the_loss_equals_the_hand_computed_value(alpha, temperature):
+    rng = np.random.default_rng(4)
+    shape = (3, 7)
+    student_start, student_end, teacher_start, teacher_end = (rng.normal(size=shape) * 3 for _ in range(4))
+    mask = np.ones(shape, dtype=np.int64)
+    mask[1, 5:] = 0  # a shorter window: its padding takes no part
+    mask[2, 3:] = 0
+    gold = 1.234
+    loss = distillation_loss(
+        torch.tensor(gold), *(torch.tensor(a, dtype=torch.float32) for a in (student_start, student_end, teacher_start, teacher_end)),
+        torch.tensor(mask), alpha, temperature,
+    )
+    kl = (numpy_kl(teacher_start, student_start, mask, temperature) + numpy_kl(teacher_end, student_end, mask, temperature)) / 2
+    assert float(loss) == pytest.approx(alpha * gold + (1 - alpha) * temperature**2 * kl, rel=1e-5)
+
+
+def test_a_student_equal_to_its_teacher_has_no_distillation_loss():
+    logits = torch.randn(2, 9)
+    mask = torch.ones(2, 9, dtype=torch.long)
+    assert float(distillation_loss(torch.tensor(0.0), logits, logits, logits, logits, mask, 0.0, 2.0)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_teacher_with_another_tokenizer_is_refused_naming_both(tiny_bert, tmp_path):
+    from transformers import BertTokenizerFast
+
+    other = tmp_path / "other-teacher"
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "when", "did", "it", "open"]
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}).save_pretrained(other)
+    with pytest.raises(SettingsError) as caught:
+        check_same_tokenizer(load_tokenizer(tiny_bert), load_tokenizer(other), str(tiny_bert), str(other))
+    message = str(caught.value)
+    assert f"the teacher {other} and the student {tiny_bert} have different vocabularies" in message
+    assert "qatune shrink TEACHER --layers K -o STUDENT" in message
+    arguments = TrainingArguments(output_dir=str(tmp_path / "student"), model=str(tiny_bert), epochs=1, teacher=str(other), **COMMON)
+    with pytest.raises(SettingsError, match="different vocabularies"):
+        train(load_examples(TINY_QA), None, arguments, progress=False)
+    assert not (tmp_path / "student" / "model.safetensors").exists()
+
+
+def test_bad_distillation_settings_name_the_field():
+    with pytest.raises(SettingsError, match=r"distill_alpha must be between 0 and 1 .*got 1.5"):
+        TrainingArguments(distill_alpha=1.5)
+    with pytest.raises(SettingsError, match=r"distill_temperature must be a positive number .*got 0"):
+        TrainingArguments(distill_temperature=0)
+
+
+def held_out_loss(folder, examples) -> float:
+    """The model's cross-entropy on the examples' labelled windows (the loss training minimizes)."""
+    model, tokenizer = load_qa_model(str(folder)).eval(), load_tokenizer(str(folder))
+    windows = make_windows(examples, tokenizer, WINDOWS)
+    items = label_windows(examples, windows)
+    padded = pad_windows(windows, items.window.tolist(), tokenizer.pad_token_id or 0, 1, WINDOWS.max_seq_length)
+    with torch.no_grad():
+        output = model(**as_tensors(padded, "cpu"), start_positions=torch.from_numpy(items.start),
+                       end_positions=torch.from_numpy(items.end))
+    return float(output.loss)
+
+
+def test_a_teacher_that_knows_the_answers_lowers_the_held_out_loss(tiny_bert, tmp_path):
+    examples = load_examples(TINY_QA)
+    taught, held_out = examples[:8], examples[8:]
+    teacher = tmp_path / "teacher"  # trained long on every question, the held-out ones included
+    train(examples, None, TrainingArguments(output_dir=str(teacher), model=str(tiny_bert), epochs=60, learning_rate=3e-3, **COMMON), progress=False)
+    losses, lines = {}, []
+    for name, with_teacher in (("alone", None), ("taught", str(teacher))):
+        arguments = TrainingArguments(output_dir=str(tmp_path / name), model=str(tiny_bert), epochs=20, learning_rate=3e-3,
+                                      teacher=with_teacher, **COMMON)
+        train(taught, None, arguments, progress=False, log=lines.append)
+        losses[name] = held_out_loss(tmp_path / name, held_out)
+    # the same steps, the same seed: only the teacher's distributions differ (measured margin ~0.1)
+    assert losses["taught"] < losses["alone"] - 0.03
+    assert any(line.startswith(f"distilling from {teacher}: its logits of ") for line in lines)

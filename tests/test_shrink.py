@@ -61,7 +61,7 @@ def test_the_command_prints_sizes_and_speed_and_writes_a_model_folder(tiny_bert,
     output = tmp_path / "student"
     result = qatune("shrink", tiny_bert, "--layers", "1", "-o", output, "--engine", "torch")
     lines = result.stdout.splitlines()
-    assert lines[0].startswith(f"kept layers [1] of 2; parameters ") and lines[0].endswith(f"written to {output}")
+    assert lines[0].startswith("kept layers [1] of 2; parameters ") and lines[0].endswith(f"written to {output}")
     assert lines[1].startswith("answering the sample's dev questions: ") and "x as fast (torch" in lines[1]
     card = json.loads((output / "qatune.json").read_text())
     assert card["shrunk_from"]["kept_layers"] == [1] and card["settings"]["temperature"] == 1.0

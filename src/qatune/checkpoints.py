@@ -143,6 +143,8 @@ def check_output_dir(
         current = dict(arguments)
         if current.get("settings", {}).get("max_answer_length", 0) is None:  # chosen from the data, later
             current["settings"] = {**current["settings"], "max_answer_length": saved.get("settings", {}).get("max_answer_length")}
+        for key in ("processes", "effective_batch_size"):  # known once the processes have started
+            current.setdefault(key, saved.get(key))
         _refuse_changed_settings(output_dir, saved, current | {"epochs": saved.get("epochs")}, options)
     if not resume and earlier_run and not overwrite:
         if resumable:

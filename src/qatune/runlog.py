@@ -35,6 +35,16 @@ class MetricsLog:
         self._file.close()
 
 
+class NoLog:
+    """What the processes other than the main one write: nothing."""
+
+    def write(self, **record: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _read_records(path: Path) -> tuple[list[dict], int]:
     """The JSON objects of a log file, and how many lines could not be read."""
     records, torn = [], 0

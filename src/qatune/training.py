@@ -43,7 +43,9 @@ from qatune.engines.torch_engine import TorchEngine, bf16_supported
 from qatune.inference import QAModel
 from qatune.metrics import exact_of
 from qatune.modeling import check_tokenizer_fits, load_qa_model, load_tokenizer, resolve_model_name
-from qatune.runlog import MetricsLog, RunProgress
+from qatune.lora import merged, trainable_share, with_lora
+from qatune.parallel import Processes
+from qatune.runlog import MetricsLog, NoLog, RunProgress
 from qatune.modelcard import machine_description, validation_summary, write_readme
 from qatune.settings import DEFAULT_MAX_ANSWER_LENGTH, QASettings, write_model_card
 
@@ -109,6 +111,8 @@ class TrainingArguments:
     teacher: str | None = None  # distill from this model (same tokenizer): its start/end distributions
     distill_alpha: float = 0.5  # weight of the gold answers' loss; 1 - alpha: the teacher's
     distill_temperature: float = 2.0
+    lora: bool = False  # train LoRA adapters (and the QA head) only; merged into the weights on save
+    lora_rank: int = 8
     cache_dir: str | None = None  # tokenized windows are kept here; None: the default, "": no cache
     trust_remote_code: bool = False
     settings: QASettings = dataclasses.field(default_factory=QASettings)
@@ -164,6 +168,8 @@ class TrainResult:
     settings: QASettings
     calibration: Calibration | None = None  # the temperature fitted on the dev data
     untrained_metrics: dict[str, float] | None = None  # dev scores before training (evaluate_untrained)
+    processes: int = 1
+    effective_batch_size: int | None = None  # items per optimizer step: batch x processes x accumulation
 
 
 def train(
@@ -202,7 +208,11 @@ def train(
     use_bf16 = bf16_supported(device) if args.bf16 is None else args.bf16
     # Autocast is applied in the loop, not by accelerate, so that the model itself stays plain
     # and the kept model is scored exactly as `qatune evaluate` scores it.
-    accelerator = Accelerator(mixed_precision="no")
+    # cpu=True on a machine without a GPU: several processes there use gloo (accelerate otherwise sees none)
+    accelerator = Accelerator(mixed_precision="no", cpu=device.type == "cpu")
+    processes = Processes.of(accelerator)
+    if not processes.is_main:  # one voice: the main process tells, evaluates and writes
+        log, progress = (lambda message: None), False
     tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
     model = load_qa_model(
         args.model,
@@ -215,6 +225,10 @@ def train(
     # On CPUs the plain attention trains ~8% faster than SDPA, whose backward pass is slow there.
     training_attention = "eager" if device.type == "cpu" else answering_attention
     _set_attention(model, training_attention)
+    if args.lora:
+        model = with_lora(model, rank=args.lora_rank)
+        trainable, total = trainable_share(model)
+        log(f"LoRA rank {args.lora_rank}: training {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%); merged on save")
     cache = None if args.cache_dir == "" else Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     windows = cached_windows(train_examples, tokenizer, args.settings, cache)
     items = label_windows(train_examples, windows)
@@ -229,13 +243,20 @@ def train(
     teacher = _teacher_logits(args, tokenizer, windows, settings, log) if args.teacher else None
     _release_free_memory()
 
-    batches_per_epoch = math.ceil(len(items) / args.batch_size)
+    global_batch = args.batch_size * processes.count  # dealt out among the processes
+    batches_per_epoch = math.ceil(len(items) / global_batch)
     steps_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
     epochs = args.epochs or auto_epochs(steps_per_epoch)
     eval_every = args.eval_every or math.ceil(epochs / MAX_EVALUATIONS)
     total_steps = epochs * steps_per_epoch
     warmup_steps = int(args.warmup_ratio * total_steps)
     log(_describe_plan(args, epochs, steps_per_epoch, eval_every if dev_examples else None))
+    effective_batch = global_batch * args.gradient_accumulation_steps
+    log(
+        f"effective batch: {effective_batch} items (batch {args.batch_size} x {processes.count} "
+        f"process{'es' if processes.count > 1 else ''} x {args.gradient_accumulation_steps} accumulation "
+        f"step{'s' if args.gradient_accumulation_steps > 1 else ''})"
+    )
 
     # --- Optimizer and schedule -------------------------------------------------------------
     model.to(accelerator.device)
@@ -249,18 +270,23 @@ def train(
     arguments = args.to_dict() | {
         "model": checkpoints.model_identity(args.model), "teacher": checkpoints.model_identity(args.teacher),
         "epochs": epochs, "settings": settings.to_dict(),
+        "processes": processes.count, "effective_batch_size": effective_batch,
     }
     state, best_weights = checkpoints.TrainingState(), None
     if args.resume:
         state, best_weights = checkpoints.load_latest(output_dir, arguments, plain_model, optimizer, schedule, options)
         log(f"resumed from the checkpoint after epoch {state.epoch}; training to epoch {epochs}")
-    else:
+    elif processes.is_main:
         checkpoints.start_fresh(output_dir, args.overwrite)
-    metrics_log = MetricsLog(output_dir / checkpoints.METRICS_LOG, keep_through_epoch=state.epoch, log=log)
+    processes.wait()
+    if processes.is_main:
+        metrics_log = MetricsLog(output_dir / checkpoints.METRICS_LOG, keep_through_epoch=state.epoch, log=log)
+    else:
+        metrics_log = NoLog()
     bar = RunProgress(epochs * batches_per_epoch, state.epoch * batches_per_epoch, progress, log)
     checkpointed_at = state.train_seconds
     untrained = None
-    if args.evaluate_untrained and dev_examples and state.epoch == 0:
+    if args.evaluate_untrained and dev_examples and state.epoch == 0 and processes.is_main:
         with _attention(plain_model, answering_attention, training_attention):
             untrained = _evaluate(TorchEngine(plain_model, bf16=use_bf16), tokenizer, settings, args, dev_examples, dev_windows).metrics
         metrics_log.write(type="baseline", epoch=0, step=0, **untrained)
@@ -275,9 +301,10 @@ def train(
             epoch_started = time.perf_counter()
             model.train()
             bar.epoch(epoch, epochs)
-            batches = length_grouped_batches(windows.lengths[items.window], args.batch_size, seed=(args.seed, epoch))
+            batches = length_grouped_batches(windows.lengths[items.window], global_batch, seed=(args.seed, epoch))
             running_loss = None
-            for batch_number, batch in enumerate(batches, start=1):
+            for batch_number, whole_batch in enumerate(batches, start=1):
+                batch, weight = processes.share(whole_batch)
                 padded = pad_windows(windows, items.window[batch].tolist(), pad_id, PAD_TO_MULTIPLE, settings.max_seq_length)
                 inputs = as_tensors(padded, accelerator.device)
                 labels = {
@@ -293,7 +320,7 @@ def train(
                         loss, outputs.start_logits, outputs.end_logits, teacher_start, teacher_end,
                         inputs["attention_mask"], args.distill_alpha, args.distill_temperature,
                     )
-                accelerator.backward(loss / args.gradient_accumulation_steps)
+                accelerator.backward(loss * weight / args.gradient_accumulation_steps)
                 if batch_number % args.gradient_accumulation_steps == 0 or batch_number == len(batches):
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                     optimizer.step()
@@ -307,7 +334,7 @@ def train(
             state.epoch = epoch
             state.train_seconds += time.perf_counter() - epoch_started
 
-            if dev_examples and (epoch % eval_every == 0 or epoch == epochs):
+            if dev_examples and (epoch % eval_every == 0 or epoch == epochs) and processes.is_main:
                 with _attention(plain_model, answering_attention, training_attention):
                     # PyTorch on the weights in place: converting to the answering engine costs
                     # seconds per evaluation; the kept model is scored with that engine at the end
@@ -316,15 +343,20 @@ def train(
                 bar.write(f"epoch {epoch}: dev " + metrics_text(evaluation.metrics))
                 if state.record_evaluation(epoch, evaluation.metrics, evaluation.null_threshold, args.patience):
                     best_weights = checkpoints.copy_weights(plain_model)
+            state.stopped_early = processes.from_main(state.stopped_early)
             finished = epoch == epochs or state.stopped_early
-            if _checkpoint_due(args, epoch, finished, state.train_seconds - checkpointed_at):
-                checkpoints.save(output_dir, plain_model, optimizer, schedule, state, arguments, best_weights)
+            # the main process's clock decides, so that every process waits at the same place
+            if processes.from_main(_checkpoint_due(args, epoch, finished, state.train_seconds - checkpointed_at)):
+                if processes.is_main:
+                    checkpoints.save(output_dir, plain_model, optimizer, schedule, state, arguments, best_weights)
                 checkpointed_at = state.train_seconds
-        if best_weights is not None:
+                processes.wait()
+        if best_weights is not None and processes.is_main:
             plain_model.load_state_dict(best_weights)
+        plain_model = merged(plain_model)  # LoRA adapters folded in: a plain transformers model from here on
         _set_attention(plain_model, answering_attention)
         calibration = None
-        if state.best_epoch is not None:
+        if state.best_epoch is not None and processes.is_main:
             # The saved model's temperature, dev scores and null threshold are those `qatune
             # evaluate` gives: the kept weights answered by the engine it picks, scores
             # calibrated on the dev data, then the threshold tuned on the calibrated scores.
@@ -350,6 +382,10 @@ def train(
 
     # --- The model directory ----------------------------------------------------------------
     settings = dataclasses.replace(settings, null_threshold=state.null_threshold)
+    if not processes.is_main:
+        processes.wait()  # until the main process has written the model
+        return TrainResult(output_dir, state.epoch, None, None, state.train_seconds, counts, [], settings,
+                           processes=processes.count, effective_batch_size=effective_batch)
     plain_model.save_pretrained(output_dir, safe_serialization=True)
     with_default_permissions(*output_dir.glob("*.safetensors"))
     tokenizer.save_pretrained(output_dir)
@@ -375,6 +411,7 @@ def train(
         checkpoints.remove(output_dir)
     for warning in _no_answer_warnings(counts, dev_examples, options):
         log(warning)
+    processes.wait()
     return TrainResult(
         output_dir=output_dir,
         epochs_run=state.epoch,
@@ -386,6 +423,8 @@ def train(
         settings=settings,
         calibration=calibration,
         untrained_metrics=untrained,
+        processes=processes.count,
+        effective_batch_size=effective_batch,
     )
 
 

@@ -28,9 +28,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     options.quiet_libraries(import_torch=False)
     options.limit_heap_fragmentation()
-    examples, data_report = options.read_examples_and_report(args.data, args, options.say_on_stderr)
+    from qatune.evaluation import evaluate_decoded
+    from qatune.parallel import is_main_process, predict_across_processes
+
+    say = options.say_on_stderr if is_main_process() else None
+    examples, data_report = options.read_examples_and_report(args.data, args, say)
     model = options.load_model(args)
-    evaluation = model.evaluate(examples, batch_size=args.batch_size, progress=not args.json)
+    # under torchrun / accelerate launch each process answers its share; the main one scores
+    decoded = predict_across_processes(model, examples, batch_size=args.batch_size, progress=not args.json)
+    if decoded is None:
+        return 0
+    evaluation = evaluate_decoded(examples, decoded, model.settings.null_threshold)
     if args.output:
         folder = Path(args.output)
         folder.mkdir(parents=True, exist_ok=True)

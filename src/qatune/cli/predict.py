@@ -46,10 +46,14 @@ def run(args: argparse.Namespace) -> int:
     options.quiet_libraries(import_torch=False)
     options.limit_heap_fragmentation()
     from qatune.evaluation import official_predictions
+    from qatune.parallel import is_main_process, predict_across_processes
 
-    examples = options.read_examples(args.data, args, options.say_on_stderr)
+    examples = options.read_examples(args.data, args, options.say_on_stderr if is_main_process() else None)
     model = options.load_model(args)
-    decoded = model.predict(examples, batch_size=args.batch_size, top_k=args.top_k, progress=True)
+    # under torchrun / accelerate launch each process answers its share; the main one writes
+    decoded = predict_across_processes(model, examples, batch_size=args.batch_size, top_k=args.top_k, progress=True)
+    if decoded is None:
+        return 0
     predictions, na_probs = official_predictions(examples, decoded, model.settings.null_threshold)
     options.write_json(args.output, predictions)
     if args.na_probs:

@@ -56,6 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --teacher: loss = A * gold + (1 - A) * T^2 * KL(teacher || student) (default: 0.5)")
     parser.add_argument("--temperature", type=float, default=2.0, metavar="T",
                         help="with --teacher: the softmax temperature of the distillation (default: 2.0)")
+    parser.add_argument("--lora", action="store_true",
+                        help="train LoRA adapters on the attention (and the QA head) instead of every weight; merged "
+                             "into the weights on save (needs peft: pip install \"qatune[lora]\")")
+    parser.add_argument("--lora-rank", type=argtypes.whole_number_from_one, default=8, metavar="R",
+                        help="with --lora: the adapters' rank (default: 8)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model's repository")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--report", nargs="?", const="", metavar="FILE",
@@ -104,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         teacher=args.teacher,
         distill_alpha=args.distill_alpha,
         distill_temperature=args.temperature,
+        lora=args.lora,
+        lora_rank=args.lora_rank,
         settings=settings,
     )
     say = _printer(args)
@@ -120,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
         options=CLI_OPTIONS, data_reports={"train": train_report, "dev": dev_report},
     )
     before = result.untrained_metrics
+    from qatune.parallel import is_main_process
+
+    if not is_main_process():
+        return 0  # the main process reports
     if args.report is not None:
         from qatune.report import write_report
 
@@ -131,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
         "epochs": result.epochs_run,
         "best_epoch": result.best_epoch,
         "train_seconds": round(result.train_seconds, 2),
+        "processes": result.processes,
+        "effective_batch_size": result.effective_batch_size,
         "counts": result.counts,
         "max_answer_length": result.settings.max_answer_length,
         "null_threshold": result.settings.null_threshold,
@@ -154,5 +167,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _printer(args):
+    """Print on stdout (stderr with --json); under a multi-process launch only the main process speaks."""
+    from qatune.parallel import is_main_process
+
+    if not is_main_process():
+        return lambda message: None
     stream = sys.stderr if args.json else sys.stdout
     return lambda message: print(message, file=stream, flush=True)

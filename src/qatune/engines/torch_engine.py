@@ -111,7 +111,8 @@ def forward_inputs(model) -> tuple[str, ...]:
     """The token inputs the model's forward takes (DistilBERT has no token_type_ids)."""
     import inspect
 
-    parameters = inspect.signature(model.forward).parameters
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a LoRA-wrapped model's own
+    parameters = inspect.signature(base.forward).parameters
     return tuple(name for name in ("input_ids", "attention_mask", "token_type_ids") if name in parameters)
 
 

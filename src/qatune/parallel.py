@@ -1,0 +1,118 @@
+"""Training on several processes (`torchrun --nproc_per_node N -m qatune train ...` or
+`accelerate launch -m qatune train ...`): DDP through accelerate, gloo on CPUs, NCCL on GPUs.
+
+Every process walks the same batches in the same order; each global batch (batch_size items
+per process) is dealt out among the processes, each answers for its share, and the gradients
+are averaged. Each share's loss is weighted by its size, so a global batch counts every item
+once, as one process with the whole batch would: N processes with batch B train as one process
+with batch N*B, up to float rounding. Only the main process logs, evaluates, shows progress and
+writes checkpoints and the model; the others wait for it where it matters.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+def is_main_process() -> bool:
+    """True unless this is a non-main process of a multi-process launch (RANK set and not 0)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def process_count() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+@dataclass
+class Processes:
+    """The processes of one run, as accelerate sees them."""
+
+    count: int
+    rank: int
+
+    @classmethod
+    def of(cls, accelerator) -> "Processes":
+        return cls(count=accelerator.num_processes, rank=accelerator.process_index)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def share(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
+        """This process's items of a global batch, and the weight of their mean loss so that
+        the processes' averaged gradients are those of the whole batch's mean loss.
+
+        A process with no item of a (last, small) batch still takes part in the gradient
+        exchange: it answers one item with weight 0.
+
+            >>> Processes(2, 1).share(np.array([7, 8, 9]))
+            (array([8]), 0.6666666666666666)
+        """
+        mine = batch[self.rank :: self.count]
+        if mine.size == 0:
+            return batch[:1], 0.0
+        return mine, mine.size * self.count / batch.size
+
+    def wait(self) -> None:
+        if self.count > 1:
+            import torch.distributed as distributed
+
+            distributed.barrier()
+
+    def from_main(self, value: Any) -> Any:
+        """The main process's `value`, on every process."""
+        if self.count == 1:
+            return value
+        from accelerate.utils import broadcast_object_list
+
+        box = [value]
+        broadcast_object_list(box, from_process=0)
+        return box[0]
+
+
+def answered_share(count: int) -> tuple[int, int]:
+    """The range of `count` questions this process answers in a multi-process predict: one
+    contiguous part each, so that joining the parts in rank order keeps the questions' order."""
+    processes, rank = process_count(), int(os.environ.get("RANK", "0"))
+    size, extra = divmod(count, processes)
+    first = rank * size + min(rank, extra)
+    return first, first + size + (1 if rank < extra else 0)
+
+
+def gather_in_order(part: list) -> list | None:
+    """Every process's list joined in rank order, on the main process (None elsewhere)."""
+    if process_count() == 1:
+        return part
+    import torch.distributed as distributed
+
+    _init_process_group()
+    parts: list = [None] * process_count()
+    distributed.all_gather_object(parts, part)
+    return [item for chunk in parts for item in chunk] if is_main_process() else None
+
+
+def predict_across_processes(model, examples: list, **predict_options) -> list | None:
+    """`model.predict(examples)` under a multi-process launch: each process answers one
+    contiguous share, and the main process gets every answer in the examples' order (the
+    others get None). One process: `model.predict` itself."""
+    if process_count() == 1:
+        return model.predict(examples, **predict_options)
+    first, last = answered_share(len(examples))
+    predict_options["progress"] = predict_options.get("progress", False) and is_main_process()
+    return gather_in_order(model.predict(examples[first:last], **predict_options))
+
+
+def _init_process_group() -> None:
+    import torch.distributed as distributed
+
+    if not distributed.is_initialized():
+        import torch
+
+        distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+__all__ = ["Processes", "answered_share", "gather_in_order", "is_main_process", "predict_across_processes", "process_count"]

@@ -1,0 +1,118 @@
+"""Several processes (torchrun, gloo on the CPU): training equals one process with the same
+effective batch; batch answering writes the same predictions; a resumed run goes on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from qatune.parallel import Processes, answered_share
+
+from conftest import TINY_QA
+from test_cli_model import WINDOW_FLAGS, qatune
+
+# float32, no dropout, no warm-up: the two runs differ only in how each batch is dealt out
+TRAIN_FLAGS = ("--no-bf16", "--hidden-dropout", "0", "--lr", "3e-3", "--warmup-ratio", "0", "--quiet", "--json", *WINDOW_FLAGS)
+# the QA head's bias has an exact gradient of 0 (a softmax does not change when every logit
+# moves alike), so AdamW turns rounding noise into steps of about the learning rate: it is
+# compared through the probabilities it cannot change, not as a weight
+SHIFT_INVARIANT = {"qa_outputs.bias"}
+
+
+def on_two_processes(*arguments) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "qatune", *map(str, arguments)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result
+
+
+def test_each_process_gets_a_share_weighted_to_the_whole_batch_mean():
+    rng = np.random.default_rng(2)
+    for size in (1, 2, 5, 8):
+        batch, losses = np.arange(size), rng.normal(size=size)
+        shares = [Processes(2, rank).share(batch) for rank in (0, 1)]
+        counted = [items for items, weight in shares if weight > 0]
+        assert sorted(np.concatenate(counted).tolist()) == batch.tolist()
+        # DDP averages the processes' gradients: (w0 * mean0 + w1 * mean1) / 2 is the batch mean
+        averaged = sum(weight * losses[items].mean() for items, weight in shares) / 2
+        assert averaged == pytest.approx(losses.mean())
+
+
+def test_the_answered_shares_cover_the_questions_in_order(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    ranges = []
+    for rank in range(3):
+        monkeypatch.setenv("RANK", str(rank))
+        ranges.append(answered_share(10))
+    assert ranges == [(0, 4), (4, 7), (7, 10)]
+
+
+def probabilities(folder, examples):
+    from qatune.inference import QAModel, window_logits
+    from qatune.features import make_windows
+
+    model = QAModel.from_pretrained(folder, engine="torch", bf16=False)
+    windows = make_windows(examples, model.tokenizer, model.settings)
+    starts, ends = window_logits(model.engine, windows, pad_token_id=0, max_length=model.settings.max_seq_length)
+    softmax = lambda x: np.exp(x - x.max()) / np.exp(x - x.max()).sum()  # noqa: E731
+    return np.concatenate([softmax(x) for x in starts + ends])
+
+
+def assert_same_training(one, two, examples) -> None:
+    """The weights (but the shift-invariant ones) within rounding, and the probabilities too."""
+    weights_one, weights_two = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    for name, value in weights_one.items():
+        if name not in SHIFT_INVARIANT:
+            np.testing.assert_allclose(weights_two[name], value, atol=1e-3, err_msg=name)
+    np.testing.assert_allclose(probabilities(two, examples), probabilities(one, examples), atol=1e-4)
+
+
+def test_two_processes_train_as_one_with_the_same_effective_batch(tiny_bert, tmp_path):
+    from qatune.data import load_examples
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = json.loads(qatune("train", TINY_QA, "--dev", TINY_QA, "--model", tiny_bert, "--output", one,
+                               "--epochs", "3", "--batch-size", "4", *TRAIN_FLAGS).stdout)
+    launched = on_two_processes("train", TINY_QA, "--dev", TINY_QA, "--model", tiny_bert, "--output", two,
+                                "--epochs", "3", "--batch-size", "2", *TRAIN_FLAGS)
+    double = json.loads(launched.stdout)  # one summary: only the main process speaks
+    assert (single["processes"], double["processes"]) == (1, 2)
+    assert single["effective_batch_size"] == double["effective_batch_size"] == 4
+    assert "effective batch: 4 items (batch 2 x 2 processes x 1 accumulation step)" in launched.stderr
+    assert launched.stderr.count("effective batch:") == 1
+    assert double["dev"] == pytest.approx(single["dev"], rel=1e-5)  # thresholds sit between probabilities
+    assert_same_training(one, two, load_examples(TINY_QA))
+    card = json.loads((two / "qatune.json").read_text())
+    assert card["training_arguments"]["processes"] == 2 and card["training_arguments"]["effective_batch_size"] == 4
+    assert not (two / "checkpoints").exists()
+
+
+def test_two_processes_resume_a_run_as_one_process_does(tiny_bert, tmp_path):
+    from qatune.data import load_examples
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    for folder, batch, run in ((one, "4", qatune), (two, "2", on_two_processes)):
+        flags = ("--model", tiny_bert, "--output", folder, "--batch-size", batch, "--save-every", "1", *TRAIN_FLAGS)
+        run("train", TINY_QA, "--epochs", "2", "--keep-checkpoints", *flags)
+        resumed = run("train", TINY_QA, "--epochs", "3", "--resume", *flags)  # two epochs more: a longer schedule
+        assert "resumed from the checkpoint after epoch 2; training to epoch 3" in resumed.stderr
+    assert_same_training(one, two, load_examples(TINY_QA))
+
+
+def test_two_processes_write_the_predictions_of_one(tiny_bert, tmp_path):
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    qatune("predict", tiny_bert, TINY_QA, "-o", one, "--na-probs", tmp_path / "na1.json", "--no-bf16")
+    launched = on_two_processes("predict", tiny_bert, TINY_QA, "-o", two, "--na-probs", tmp_path / "na2.json", "--no-bf16")
+    assert launched.stderr.count("wrote 12 predictions") == 1
+    assert json.loads(two.read_text()) == json.loads(one.read_text())
+    assert list(json.loads(two.read_text())) == list(json.loads(one.read_text()))  # the same order
+    assert json.loads((tmp_path / "na2.json").read_text()) == json.loads((tmp_path / "na1.json").read_text())
+    scored_one = json.loads(qatune("evaluate", tiny_bert, TINY_QA, "--json", "--no-bf16").stdout)
+    scored_two = json.loads(on_two_processes("evaluate", tiny_bert, TINY_QA, "--json", "--no-bf16").stdout)
+    assert scored_two == scored_one

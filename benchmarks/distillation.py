@@ -1,0 +1,203 @@
+"""A 3-layer student of a fine-tuned 6-layer model, trained with and without distillation.
+
+The pipeline (every step a qatune command; the script runs them in order and measures):
+
+1. shrink the teacher to K layers, evenly spaced (6 -> 3 keeps layers 0, 2 and 5):
+
+       qatune shrink /tmp/cal/model --layers 3 -o /tmp/dist/student3 --no-speed
+
+2. train the student twice with the teacher's own settings, once on the gold answers alone and
+   once distilled from the teacher (alpha 0.5, T 2.0 by default; `--variant A:T` adds runs):
+
+       qatune train /tmp/b9/data/train.json --model /tmp/dist/student3 --output /tmp/dist/plain \\
+           --dev /tmp/b9/data/dev.json --epochs 2 --batch-size 12 --lr 2e-4 --warmup-ratio 0 --seed 42 --json
+       qatune train /tmp/b9/data/train.json --model /tmp/dist/student3 --output /tmp/dist/distilled \\
+           --teacher /tmp/cal/model --dev /tmp/b9/data/dev.json --epochs 2 --batch-size 12 --lr 2e-4 \\
+           --warmup-ratio 0 --seed 42 --json
+
+3. for the teacher and every student: dev EM/F1 (`qatune evaluate MODEL dev.json --json`),
+   answering speed on the dev questions with the default engine (`QAModel.from_pretrained(M)
+   .predict(examples)`: every model loaded first, then timed back to back in this one process,
+   one warm-up pass and the best of `--repeats` passes, round-robin so that a load spike on
+   the machine hits every model alike), parameters and the size of model.safetensors.
+
+Prints a Markdown table (or JSON with --json). With --reuse, a step whose output folder already
+holds a model is skipped (its training time is read from the folder's qatune.json).
+
+    python benchmarks/distillation.py --teacher /tmp/cal/model --train /tmp/b9/data/train.json \\
+        --dev /tmp/b9/data/dev.json --work /tmp/dist --reuse
+    python benchmarks/distillation.py ... --reuse --variant 0.2:2.0 --variant 0.5:1.0
+    python benchmarks/distillation.py ... --reuse --measure-only     # no shrinking, no training
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_VARIANT = (0.5, 2.0)  # distill-alpha, temperature: qatune's defaults
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--teacher", type=Path, default=Path("/tmp/cal/model"), help="the fine-tuned teacher (a qatune model folder)")
+    parser.add_argument("--train", type=Path, default=Path("/tmp/b9/data/train.json"), help="training data")
+    parser.add_argument("--dev", type=Path, default=Path("/tmp/b9/data/dev.json"), help="dev data (evaluated, timed)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/dist"), help="folder for the student models")
+    parser.add_argument("--layers", type=int, default=3, help="layers the student keeps (default: 3)")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=12)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--warmup-ratio", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--variant", action="append", default=[], metavar="A:T",
+                        help="another distilled student with --distill-alpha A --temperature T (repeatable)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per model after the warm-up (best kept)")
+    parser.add_argument("--engine", default="auto", help="answering engine for the speed (default: auto)")
+    parser.add_argument("--reuse", action="store_true", help="skip a step whose output folder holds a model")
+    parser.add_argument("--measure-only", action="store_true", help="only measure the models already in --work")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of Markdown")
+    parser.add_argument("--save", type=Path, help="also write the rows (every timed pass included) to this JSON file")
+    return parser.parse_args(argv)
+
+
+def run(command: list[str]) -> str:
+    """Run a qatune command, echo it to stderr, return its stdout (stops on failure)."""
+    print("$ " + " ".join(command), file=sys.stderr, flush=True)
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        sys.exit(f"failed ({done.returncode}): {' '.join(command)}")
+    return done.stdout
+
+
+def has_model(folder: Path) -> bool:
+    return (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+
+
+def shrink(args: argparse.Namespace) -> Path:
+    student = args.work / f"student{args.layers}"
+    if not (args.reuse and has_model(student)):
+        run(["qatune", "shrink", str(args.teacher), "--layers", str(args.layers), "-o", str(student), "--no-speed"])
+    return student
+
+
+def students(args: argparse.Namespace) -> list[tuple[str, Path, tuple[float, float] | None]]:
+    """(name, folder, (alpha, T) or None for the plain student) of every student to train."""
+    runs = [("plain", args.work / "plain", None), ("distilled", args.work / "distilled", DEFAULT_VARIANT)]
+    for text in args.variant:
+        alpha, temperature = (float(part) for part in text.split(":"))
+        runs.append((f"distilled a{alpha:g} T{temperature:g}", args.work / f"distilled-a{alpha:g}-t{temperature:g}", (alpha, temperature)))
+    return runs
+
+
+def train(args: argparse.Namespace, student: Path, output: Path, variant: tuple[float, float] | None) -> None:
+    if args.reuse and has_model(output):
+        return
+    command = ["qatune", "train", str(args.train), "--model", str(student), "--output", str(output),
+               "--dev", str(args.dev), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+               "--lr", str(args.lr), "--warmup-ratio", str(args.warmup_ratio), "--seed", str(args.seed),
+               "--json", "--quiet", "--overwrite"]
+    if variant is not None:
+        command += ["--teacher", str(args.teacher), "--distill-alpha", str(variant[0]), "--temperature", str(variant[1])]
+    run(command)
+
+
+def evaluate(model: Path, dev: Path) -> dict:
+    """EM and F1 that `qatune evaluate MODEL DEV --json` prints."""
+    report = json.loads(run(["qatune", "evaluate", str(model), str(dev), "--json"]))
+    return {"exact_match": report["exact_match"], "f1": report["f1"]}
+
+
+def size_and_parameters(model: Path) -> tuple[int, int]:
+    """Bytes of model.safetensors and the number of values it holds."""
+    from safetensors import safe_open
+
+    path = model / "model.safetensors"
+    with safe_open(str(path), framework="numpy") as tensors:
+        count = sum(int(_numel(tensors.get_slice(name).get_shape())) for name in tensors.keys())
+    return path.stat().st_size, count
+
+
+def _numel(shape) -> int:
+    total = 1
+    for size in shape:
+        total *= size
+    return total
+
+
+def model_card(model: Path) -> dict:
+    path = model / "qatune.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def answering_speed(models: dict[str, Path], dev: Path, engine: str, repeats: int) -> dict[str, dict]:
+    """Questions per second of every model on the dev questions: all loaded, one warm-up pass
+    each, then `repeats` rounds timing every model back to back; the best pass is kept."""
+    from qatune.data import load_examples
+    from qatune.inference import QAModel
+
+    examples = load_examples(dev)
+    loaded = {name: QAModel.from_pretrained(path, engine=engine) for name, path in models.items()}
+    for model in loaded.values():
+        model.predict(examples)
+    seconds: dict[str, list[float]] = {name: [] for name in loaded}
+    for _ in range(repeats):
+        for name, model in loaded.items():
+            started = time.perf_counter()
+            model.predict(examples)
+            seconds[name].append(time.perf_counter() - started)
+    return {name: {"engine": loaded[name].engine.describe(), "seconds": times, "questions_per_s": len(examples) / min(times), "questions": len(examples)}
+            for name, times in seconds.items()}
+
+
+def measure(args: argparse.Namespace, models: dict[str, Path]) -> list[dict]:
+    speed = answering_speed(models, args.dev, args.engine, args.repeats)
+    rows = []
+    for name, path in models.items():
+        size, parameters = size_and_parameters(path)
+        card = model_card(path)
+        config = json.loads((path / "config.json").read_text())
+        rows.append({"model": name, "folder": str(path), "layers": config.get("num_hidden_layers"),
+                     "parameters": parameters, "size_mb": size / 1e6, **evaluate(path, args.dev),
+                     **speed[name], "train_seconds": card.get("train_seconds")})
+    teacher = rows[0]["questions_per_s"]
+    for row in rows:
+        row["speed_up"] = row["questions_per_s"] / teacher
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| model | layers | parameters | size MB | dev EM | dev F1 | questions/s | speed-up vs teacher | train time |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        train_time = f"{row['train_seconds'] / 60:.1f} min" if row["train_seconds"] else "-"
+        lines.append(f"| {row['model']} | {row['layers']} | {row['parameters'] / 1e6:.1f}M | {row['size_mb']:.1f} | "
+                     f"{row['exact_match']:.1f} | {row['f1']:.1f} | {row['questions_per_s']:.1f} | "
+                     f"{row['speed_up']:.2f}x | {train_time} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.measure_only:
+        args.reuse = True
+    student = args.work / f"student{args.layers}" if args.measure_only else shrink(args)
+    models = {"teacher (6 layers)": args.teacher}
+    for name, output, variant in students(args):
+        if not args.measure_only:
+            train(args, student, output, variant)
+        if has_model(output):
+            models[f"student, {name}"] = output
+    rows = measure(args, models)
+    if args.save:
+        args.save.write_text(json.dumps(rows, indent=2) + "\n")
+    print(json.dumps(rows, indent=2) if args.json else markdown(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,8 @@ The pipeline (every step a qatune command; the script runs them in order and mea
        qatune shrink /tmp/cal/model --layers 3 -o /tmp/dist/student3 --no-speed
 
 2. train the student twice with the teacher's own settings, once on the gold answers alone and
-   once distilled from the teacher (alpha 0.5, T 2.0 by default; `--variant A:T` adds runs):
+   once distilled from the teacher (alpha 0.5, T 2.0 by default; `--variant A:T` adds runs, and
+   `--variant A:T:H` one that also learns the teacher's hidden states with weight H):
 
        qatune train /tmp/b9/data/train.json --model /tmp/dist/student3 --output /tmp/dist/plain \\
            --dev /tmp/b9/data/dev.json --epochs 2 --batch-size 12 --lr 2e-4 --warmup-ratio 0 --seed 42 --json
@@ -26,7 +27,7 @@ holds a model is skipped (its training time is read from the folder's qatune.jso
 
     python benchmarks/distillation.py --teacher /tmp/cal/model --train /tmp/b9/data/train.json \\
         --dev /tmp/b9/data/dev.json --work /tmp/dist --reuse
-    python benchmarks/distillation.py ... --reuse --variant 0.2:2.0 --variant 0.5:1.0
+    python benchmarks/distillation.py ... --reuse --variant 0.2:2.0 --variant 0.5:2.0:1.0
     python benchmarks/distillation.py ... --reuse --measure-only     # no shrinking, no training
 """
 
@@ -54,8 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--warmup-ratio", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--variant", action="append", default=[], metavar="A:T",
-                        help="another distilled student with --distill-alpha A --temperature T (repeatable)")
+    parser.add_argument("--variant", action="append", default=[], metavar="A:T[:H]",
+                        help="another distilled student with --distill-alpha A --temperature T "
+                             "[--distill-hidden H] (repeatable)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per model after the warm-up (best kept)")
     parser.add_argument("--engine", default="auto", help="answering engine for the speed (default: auto)")
     parser.add_argument("--reuse", action="store_true", help="skip a step whose output folder holds a model")
@@ -85,16 +87,17 @@ def shrink(args: argparse.Namespace) -> Path:
     return student
 
 
-def students(args: argparse.Namespace) -> list[tuple[str, Path, tuple[float, float] | None]]:
-    """(name, folder, (alpha, T) or None for the plain student) of every student to train."""
+def students(args: argparse.Namespace) -> list[tuple[str, Path, tuple[float, ...] | None]]:
+    """(name, folder, (alpha, T[, H]) or None for the plain student) of every student to train."""
     runs = [("plain", args.work / "plain", None), ("distilled", args.work / "distilled", DEFAULT_VARIANT)]
     for text in args.variant:
-        alpha, temperature = (float(part) for part in text.split(":"))
-        runs.append((f"distilled a{alpha:g} T{temperature:g}", args.work / f"distilled-a{alpha:g}-t{temperature:g}", (alpha, temperature)))
+        variant = tuple(float(part) for part in text.split(":"))
+        name = f"a{variant[0]:g} T{variant[1]:g}" + (f" H{variant[2]:g}" if len(variant) > 2 else "")
+        runs.append((f"distilled {name}", args.work / f"distilled-{name.replace(' ', '-').lower()}", variant))
     return runs
 
 
-def train(args: argparse.Namespace, student: Path, output: Path, variant: tuple[float, float] | None) -> None:
+def train(args: argparse.Namespace, student: Path, output: Path, variant: tuple[float, ...] | None) -> None:
     if args.reuse and has_model(output):
         return
     command = ["qatune", "train", str(args.train), "--model", str(student), "--output", str(output),
@@ -103,6 +106,8 @@ def train(args: argparse.Namespace, student: Path, output: Path, variant: tuple[
                "--json", "--quiet", "--overwrite"]
     if variant is not None:
         command += ["--teacher", str(args.teacher), "--distill-alpha", str(variant[0]), "--temperature", str(variant[1])]
+        if len(variant) > 2:
+            command += ["--distill-hidden", str(variant[2])]
     run(command)
 
 

@@ -1,4 +1,4 @@
-"""Several processes (torchrun, gloo on the CPU): training equals one process with the same
+"""Several processes (torchrun or accelerate launch, gloo on the CPU): training equals one process with the same
 effective batch; batch answering writes the same predictions; a resumed run goes on."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from safetensors.numpy import load_file
 from qatune.parallel import Processes, answered_share
 
 from conftest import TINY_QA
+from serving_helpers import free_port
 from test_cli_model import WINDOW_FLAGS, qatune
 
 # float32, no dropout, no warm-up: the two runs differ only in how each batch is dealt out
@@ -24,9 +25,19 @@ TRAIN_FLAGS = ("--no-bf16", "--hidden-dropout", "0", "--lr", "3e-3", "--warmup-r
 SHIFT_INVARIANT = {"qa_outputs.bias"}
 
 
-def on_two_processes(*arguments) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "qatune", *map(str, arguments)]
+LAUNCHERS = {
+    "torchrun": ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
+    # --multi_gpu is accelerate's name for "several processes through torch's launcher": it
+    # starts them on a machine without a GPU too (gloo); `--cpu` would start one
+    "accelerate launch": ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"],
+}
+
+
+def on_two_processes(*arguments, launcher: str = "torchrun") -> subprocess.CompletedProcess:
+    # accelerate's rendezvous port is fixed (29500) unless given: a free one, as torchrun --standalone picks
+    port = ["--main_process_port", str(free_port())] if launcher == "accelerate launch" else []
+    command = [sys.executable, *LAUNCHERS[launcher], *port, "-m", "qatune", *map(str, arguments)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     return result
@@ -73,14 +84,15 @@ def assert_same_training(one, two, examples) -> None:
     np.testing.assert_allclose(probabilities(two, examples), probabilities(one, examples), atol=1e-4)
 
 
-def test_two_processes_train_as_one_with_the_same_effective_batch(tiny_bert, tmp_path):
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_two_processes_train_as_one_with_the_same_effective_batch(launcher, tiny_bert, tmp_path):
     from qatune.data import load_examples
 
     one, two = tmp_path / "one", tmp_path / "two"
     single = json.loads(qatune("train", TINY_QA, "--dev", TINY_QA, "--model", tiny_bert, "--output", one,
                                "--epochs", "3", "--batch-size", "4", *TRAIN_FLAGS).stdout)
     launched = on_two_processes("train", TINY_QA, "--dev", TINY_QA, "--model", tiny_bert, "--output", two,
-                                "--epochs", "3", "--batch-size", "2", *TRAIN_FLAGS)
+                                "--epochs", "3", "--batch-size", "2", *TRAIN_FLAGS, launcher=launcher)
     double = json.loads(launched.stdout)  # one summary: only the main process speaks
     assert (single["processes"], double["processes"]) == (1, 2)
     assert single["effective_batch_size"] == double["effective_batch_size"] == 4
@@ -105,14 +117,16 @@ def test_two_processes_resume_a_run_as_one_process_does(tiny_bert, tmp_path):
     assert_same_training(one, two, load_examples(TINY_QA))
 
 
-def test_two_processes_write_the_predictions_of_one(tiny_bert, tmp_path):
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_two_processes_write_the_predictions_of_one(launcher, tiny_bert, tmp_path):
     one, two = tmp_path / "one.json", tmp_path / "two.json"
     qatune("predict", tiny_bert, TINY_QA, "-o", one, "--na-probs", tmp_path / "na1.json", "--no-bf16")
-    launched = on_two_processes("predict", tiny_bert, TINY_QA, "-o", two, "--na-probs", tmp_path / "na2.json", "--no-bf16")
+    launched = on_two_processes("predict", tiny_bert, TINY_QA, "-o", two, "--na-probs", tmp_path / "na2.json", "--no-bf16",
+                                launcher=launcher)
     assert launched.stderr.count("wrote 12 predictions") == 1
     assert json.loads(two.read_text()) == json.loads(one.read_text())
     assert list(json.loads(two.read_text())) == list(json.loads(one.read_text()))  # the same order
     assert json.loads((tmp_path / "na2.json").read_text()) == json.loads((tmp_path / "na1.json").read_text())
     scored_one = json.loads(qatune("evaluate", tiny_bert, TINY_QA, "--json", "--no-bf16").stdout)
-    scored_two = json.loads(on_two_processes("evaluate", tiny_bert, TINY_QA, "--json", "--no-bf16").stdout)
+    scored_two = json.loads(on_two_processes("evaluate", tiny_bert, TINY_QA, "--json", "--no-bf16", launcher=launcher).stdout)
     assert scored_two == scored_one

@@ -324,10 +324,17 @@ def _rank(candidates: _Candidates) -> _Candidates:
     return _Candidates(candidates.starts[order], candidates.ends[order], candidates.logits[order])
 
 
+def _span_keys(candidates: _Candidates) -> np.ndarray:
+    """One int64 per character span, equal for equal spans (a 1-D key sorts ~3x faster than rows)."""
+    starts, ends = candidates.starts.astype(np.int64), candidates.ends.astype(np.int64)
+    return starts * (int(ends.max(initial=0)) + 1) + ends
+
+
 def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For rows of keys in rank order: each row's group (numbered by first appearance), and
-    each group's first (best) row."""
-    _, first, group = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    """For keys in rank order: each key's group (numbered by first appearance), and each
+    group's first (best) row."""
+    # np.unique sorts stably when asked for indices: `first` is each key's first row
+    _, first, group = np.unique(keys, return_index=True, return_inverse=True)
     group = group.reshape(-1)
     # Renumber the groups by their first row, so that group g's best row is firsts[g].
     renumber = np.empty_like(first)
@@ -347,7 +354,7 @@ def _log_sum_by_group(logits: np.ndarray, group: np.ndarray, count: int) -> np.n
 def _add_up_same_spans(candidates: _Candidates) -> _Candidates:
     """One candidate per character span of one window, its pairs' probabilities added."""
     ranked = _rank(candidates)
-    group, firsts = _groups(np.stack([ranked.starts, ranked.ends], axis=1))
+    group, firsts = _groups(_span_keys(ranked))
     logits = _log_sum_by_group(ranked.logits, group, firsts.size)
     return _rank(_Candidates(ranked.starts[firsts], ranked.ends[firsts], logits))
 
@@ -355,7 +362,7 @@ def _add_up_same_spans(candidates: _Candidates) -> _Candidates:
 def _best_of_same_spans(candidates: _Candidates) -> _Candidates:
     """One candidate per character span over all windows, with its highest logit, ranked."""
     ranked = _rank(candidates)
-    _, firsts = _groups(np.stack([ranked.starts, ranked.ends], axis=1))
+    _, firsts = _groups(_span_keys(ranked))
     return _Candidates(ranked.starts[firsts], ranked.ends[firsts], ranked.logits[firsts])
 
 

@@ -8,6 +8,13 @@ KL term is the mean over the batch of the start and end distributions' KL, avera
 answers every training window once, without gradients, before training starts; its logits are
 kept (float32, one array per window) for the whole run.
 
+With a hidden-state weight H > 0 the student also learns what the teacher's layers compute
+(DistilBERT's cosine loss, with TinyBERT's uniform map from student to teacher layers):
+
+    loss += H * mean over mapped layers and real tokens of (1 - cos(student state, teacher state))
+
+The teacher then runs beside the student on every batch (its states are too big to keep).
+
     >>> logits = teacher_logits(teacher_model, windows, pad_token_id=0)  # doctest: +SKIP
 """
 
@@ -73,6 +80,51 @@ def _kl(teacher: torch.Tensor, student: torch.Tensor, mask: torch.Tensor, temper
     return torch.nn.functional.kl_div(log_student, target, reduction="batchmean")
 
 
+def hidden_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
+    """The teacher layer whose output each student layer learns: layer j of the student's S
+    (1-based) -> layer round(j * T / S) of the teacher's T, so the last maps to the last.
+
+        >>> hidden_layer_map(3, 6), hidden_layer_map(4, 6), hidden_layer_map(6, 6)
+        ([2, 4, 6], [2, 3, 4, 6], [1, 2, 3, 4, 5, 6])
+    """
+    if not 1 <= student_layers <= teacher_layers:
+        raise SettingsError(
+            f"hidden-state distillation maps each student layer to a teacher layer: the student has "
+            f"{student_layers} layers, the teacher {teacher_layers}; use a student with at most the teacher's layers"
+        )
+    return [int(np.floor(j * teacher_layers / student_layers + 0.5)) for j in range(1, student_layers + 1)]
+
+
+def hidden_state_loss(
+    student_states: tuple[torch.Tensor, ...],
+    teacher_states: tuple[torch.Tensor, ...],
+    attention_mask: torch.Tensor,
+    layer_map: list[int],
+) -> torch.Tensor:
+    """Mean of 1 - cos(student, teacher) over the mapped layers and the real tokens.
+
+    The states are the models' `hidden_states` (index 0: the embeddings); student layer j
+    (1-based) is compared with teacher layer layer_map[j - 1]."""
+    keep = attention_mask.bool()
+    losses = [
+        1 - torch.nn.functional.cosine_similarity(student_states[j + 1].float()[keep], teacher_states[t].float()[keep], dim=-1).mean()
+        for j, t in enumerate(layer_map)
+    ]
+    return torch.stack(losses).mean()
+
+
+def check_same_width(student_config, teacher_config, student_name: str, teacher_name: str) -> None:
+    """A SettingsError unless the student's hidden states have the teacher's size (hidden-state
+    distillation compares them directly)."""
+    student_width, teacher_width = student_config.hidden_size, teacher_config.hidden_size
+    if student_width != teacher_width:
+        raise SettingsError(
+            f"hidden-state distillation compares the student's states with the teacher's, but the student "
+            f"{student_name} has {student_width} dimensions and the teacher {teacher_name} {teacher_width}; "
+            "use a student made from the teacher (`qatune shrink`) or distill the answers alone (distill_hidden 0)"
+        )
+
+
 def check_same_tokenizer(student_tokenizer, teacher_tokenizer, student_name: str, teacher_name: str) -> None:
     """A SettingsError naming both models unless the two tokenizers cut text into the same ids:
     the teacher's distributions are over its tokens, which must be the student's."""
@@ -104,11 +156,18 @@ def teacher_logits(teacher, windows, *, pad_token_id: int, max_length: int, batc
     return TeacherLogits(starts, ends)
 
 
-def check_distillation_settings(alpha: float, temperature: float) -> None:
+def check_distillation_settings(alpha: float, temperature: float, hidden: float = 0.0) -> None:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
         raise SettingsError(f"distill_alpha must be between 0 and 1 (the weight of the gold answers' loss), got {alpha!r}")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0.0 < temperature < float("inf"):
         raise SettingsError(f"distill_temperature must be a positive number (e.g. 2.0), got {temperature!r}")
+    if isinstance(hidden, bool) or not isinstance(hidden, (int, float)) or not 0.0 <= hidden < float("inf"):
+        raise SettingsError(
+            f"distill_hidden must be 0 (off) or a positive weight of the hidden-state loss (e.g. 1.0), got {hidden!r}"
+        )
 
 
-__all__ = ["TeacherLogits", "check_distillation_settings", "check_same_tokenizer", "distillation_loss", "teacher_logits"]
+__all__ = [
+    "TeacherLogits", "check_distillation_settings", "check_same_tokenizer", "check_same_width", "distillation_loss",
+    "hidden_layer_map", "hidden_state_loss", "teacher_logits",
+]

@@ -24,7 +24,7 @@ README = "README.md"
 SHOWN_ARGUMENTS = (
     "epochs", "batch_size", "learning_rate", "weight_decay", "warmup_ratio", "max_grad_norm",
     "gradient_accumulation_steps", "seed", "bf16", "attention_dropout", "hidden_dropout", "patience",
-    "processes", "effective_batch_size", "teacher", "distill_alpha", "distill_temperature", "lora", "lora_rank",
+    "processes", "effective_batch_size", "teacher", "distill_alpha", "distill_temperature", "distill_hidden", "lora", "lora_rank",
 )
 MATRIX_FLAGS = ("amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2")
 

@@ -34,7 +34,16 @@ from qatune import checkpoints
 from qatune.data import Example
 from qatune.errors import SettingsError
 from qatune.calibration import Calibration
-from qatune.distillation import TeacherLogits, check_distillation_settings, check_same_tokenizer, distillation_loss, teacher_logits
+from qatune.distillation import (
+    TeacherLogits,
+    check_distillation_settings,
+    check_same_tokenizer,
+    check_same_width,
+    distillation_loss,
+    hidden_layer_map,
+    hidden_state_loss,
+    teacher_logits,
+)
 from qatune.features import TrainingItems, Windows, cached_windows, default_cache_dir, label_coverage, label_windows
 from qatune.files import with_default_permissions
 from qatune.batching import as_tensors, pad_windows
@@ -111,6 +120,7 @@ class TrainingArguments:
     teacher: str | None = None  # distill from this model (same tokenizer): its start/end distributions
     distill_alpha: float = 0.5  # weight of the gold answers' loss; 1 - alpha: the teacher's
     distill_temperature: float = 2.0
+    distill_hidden: float = 0.0  # weight of the hidden-state loss (1 - cos per token); > 0 runs the teacher on every batch
     lora: bool = False  # train LoRA adapters (and the QA head) only; merged into the weights on save
     lora_rank: int = 8
     cache_dir: str | None = None  # tokenized windows are kept here; None: the default, "": no cache
@@ -148,7 +158,9 @@ class TrainingArguments:
             )
         if isinstance(self.settings, dict):
             self.settings = QASettings.from_dict(self.settings)
-        check_distillation_settings(self.distill_alpha, self.distill_temperature)
+        check_distillation_settings(self.distill_alpha, self.distill_temperature, self.distill_hidden)
+        if self.distill_hidden > 0 and not self.teacher:
+            raise SettingsError("distill_hidden learns a teacher's hidden states: name the teacher too (teacher / --teacher)")
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
@@ -241,6 +253,7 @@ def train(
     dev_windows = cached_windows(dev_examples, tokenizer, args.settings, cache) if dev_examples else None
     windows = _token_ids_only(windows)
     teacher = _teacher_logits(args, tokenizer, windows, settings, log) if args.teacher else None
+    states_teacher, layer_map = _states_teacher(args, model, device, log) if args.teacher and args.distill_hidden > 0 else (None, None)
     _release_free_memory()
 
     global_batch = args.batch_size * processes.count  # dealt out among the processes
@@ -312,13 +325,19 @@ def train(
                     "end_positions": torch.from_numpy(items.end[batch]).to(accelerator.device),
                 }
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    outputs = model(**inputs, **labels)
+                    outputs = model(**inputs, **labels, output_hidden_states=states_teacher is not None)
                 loss = outputs.loss
                 if teacher is not None:
                     teacher_start, teacher_end = teacher.batch(items.window[batch], inputs["input_ids"].shape[1], accelerator.device)
                     loss = distillation_loss(
                         loss, outputs.start_logits, outputs.end_logits, teacher_start, teacher_end,
                         inputs["attention_mask"], args.distill_alpha, args.distill_temperature,
+                    )
+                if states_teacher is not None:
+                    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                        teacher_states = states_teacher(**inputs, output_hidden_states=True).hidden_states
+                    loss = loss + args.distill_hidden * hidden_state_loss(
+                        outputs.hidden_states, teacher_states, inputs["attention_mask"], layer_map
                     )
                 accelerator.backward(loss * weight / args.gradient_accumulation_steps)
                 if batch_number % args.gradient_accumulation_steps == 0 or batch_number == len(batches):
@@ -484,6 +503,21 @@ def _teacher_logits(args: TrainingArguments, tokenizer, windows: Windows, settin
         f"{args.distill_temperature:g}^2 * KL(teacher || student) at temperature {args.distill_temperature:g}"
     )
     return logits
+
+
+def _states_teacher(args: TrainingArguments, student, device, log):
+    """The teacher, kept for the run to give its hidden states batch by batch, and the teacher
+    layer each student layer learns."""
+    teacher = load_qa_model(args.teacher, trust_remote_code=args.trust_remote_code)
+    student_name, teacher_name = resolve_model_name(args.model), resolve_model_name(args.teacher)
+    check_same_width(student.config, teacher.config, student_name, teacher_name)
+    layer_map = hidden_layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers)
+    teacher.to(device).eval().requires_grad_(False)
+    log(
+        f"hidden-state distillation (weight {args.distill_hidden:g}): student layers 1-{len(layer_map)} learn the "
+        f"outputs of teacher layers {', '.join(map(str, layer_map))} (1 - cosine per token)"
+    )
+    return teacher, layer_map
 
 
 def _evaluate(engine, tokenizer, settings: QASettings, args, dev_examples, dev_windows):

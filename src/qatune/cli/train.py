@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --teacher: loss = A * gold + (1 - A) * T^2 * KL(teacher || student) (default: 0.5)")
     parser.add_argument("--temperature", type=float, default=2.0, metavar="T",
                         help="with --teacher: the softmax temperature of the distillation (default: 2.0)")
+    parser.add_argument("--distill-hidden", type=float, default=0.0, metavar="H",
+                        help="with --teacher: also learn the teacher's hidden states, adding H * (1 - cosine) per "
+                             "token between mapped layers; runs the teacher on every batch (default: 0, off)")
     parser.add_argument("--lora", action="store_true",
                         help="train LoRA adapters on the attention (and the QA head) instead of every weight; merged "
                              "into the weights on save (needs peft: pip install \"qatune[lora]\")")
@@ -109,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         teacher=args.teacher,
         distill_alpha=args.distill_alpha,
         distill_temperature=args.temperature,
+        distill_hidden=args.distill_hidden,
         lora=args.lora,
         lora_rank=args.lora_rank,
         settings=settings,

@@ -82,10 +82,10 @@ def _kl(teacher: torch.Tensor, student: torch.Tensor, mask: torch.Tensor, temper
 
 def hidden_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
     """The teacher layer whose output each student layer learns: layer j of the student's S
-    (1-based) -> layer round(j * T / S) of the teacher's T, so the last maps to the last.
+    (1-based) -> layer j * T / S of the teacher's T, rounded half up, so the last maps to the last.
 
         >>> hidden_layer_map(3, 6), hidden_layer_map(4, 6), hidden_layer_map(6, 6)
-        ([2, 4, 6], [2, 3, 4, 6], [1, 2, 3, 4, 5, 6])
+        ([2, 4, 6], [2, 3, 5, 6], [1, 2, 3, 4, 5, 6])
     """
     if not 1 <= student_layers <= teacher_layers:
         raise SettingsError(

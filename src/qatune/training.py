@@ -35,7 +35,6 @@ from qatune.data import Example
 from qatune.errors import SettingsError
 from qatune.calibration import Calibration
 from qatune.distillation import (
-    TeacherLogits,
     check_distillation_settings,
     check_same_tokenizer,
     check_same_width,
@@ -252,8 +251,7 @@ def train(
         raise SettingsError("no training item is left: every answer falls outside every window")
     dev_windows = cached_windows(dev_examples, tokenizer, args.settings, cache) if dev_examples else None
     windows = _token_ids_only(windows)
-    teacher = _teacher_logits(args, tokenizer, windows, settings, log) if args.teacher else None
-    states_teacher, layer_map = _states_teacher(args, model, device, log) if args.teacher and args.distill_hidden > 0 else (None, None)
+    teacher, states_teacher, layer_map = _teacher(args, model, tokenizer, windows, settings, device, log)
     _release_free_memory()
 
     global_batch = args.batch_size * processes.count  # dealt out among the processes
@@ -488,36 +486,35 @@ def _release_free_memory() -> None:
         pass
 
 
-def _teacher_logits(args: TrainingArguments, tokenizer, windows: Windows, settings: QASettings, log) -> TeacherLogits:
-    """The teacher's logits of every training window, once, before training; the teacher is
-    then let go."""
+def _teacher(args: TrainingArguments, student, tokenizer, windows: Windows, settings: QASettings, device, log):
+    """With a teacher: its logits of every training window (computed once, before training) and,
+    for hidden-state distillation, the teacher itself, kept to give its states batch by batch,
+    with the teacher layer each student layer learns. (None, None, None) without one."""
+    if not args.teacher:
+        return None, None, None
     started = time.perf_counter()
+    student_name, teacher_name = resolve_model_name(args.model), resolve_model_name(args.teacher)
     teacher_tokenizer = load_tokenizer(args.teacher, trust_remote_code=args.trust_remote_code)
-    check_same_tokenizer(tokenizer, teacher_tokenizer, resolve_model_name(args.model), resolve_model_name(args.teacher))
+    check_same_tokenizer(tokenizer, teacher_tokenizer, student_name, teacher_name)
     teacher = load_qa_model(args.teacher, trust_remote_code=args.trust_remote_code)
+    states = args.distill_hidden > 0
+    if states:  # refused before the teacher's logits cost anything
+        check_same_width(student.config, teacher.config, student_name, teacher_name)
+        layer_map = hidden_layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers)
     logits = teacher_logits(teacher, windows, pad_token_id=tokenizer.pad_token_id or 0, max_length=settings.max_seq_length)
-    del teacher
     log(
         f"distilling from {args.teacher}: its logits of {len(windows)} training windows computed in "
         f"{time.perf_counter() - started:.1f} s; loss = {args.distill_alpha:g} * gold + {1 - args.distill_alpha:g} * "
         f"{args.distill_temperature:g}^2 * KL(teacher || student) at temperature {args.distill_temperature:g}"
     )
-    return logits
-
-
-def _states_teacher(args: TrainingArguments, student, device, log):
-    """The teacher, kept for the run to give its hidden states batch by batch, and the teacher
-    layer each student layer learns."""
-    teacher = load_qa_model(args.teacher, trust_remote_code=args.trust_remote_code)
-    student_name, teacher_name = resolve_model_name(args.model), resolve_model_name(args.teacher)
-    check_same_width(student.config, teacher.config, student_name, teacher_name)
-    layer_map = hidden_layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers)
+    if not states:
+        return logits, None, None
     teacher.to(device).eval().requires_grad_(False)
     log(
         f"hidden-state distillation (weight {args.distill_hidden:g}): student layers 1-{len(layer_map)} learn the "
         f"outputs of teacher layers {', '.join(map(str, layer_map))} (1 - cosine per token)"
     )
-    return teacher, layer_map
+    return logits, teacher, layer_map
 
 
 def _evaluate(engine, tokenizer, settings: QASettings, args, dev_examples, dev_windows):

@@ -18,9 +18,14 @@ from typing import Any
 import numpy as np
 
 
+def process_rank() -> int:
+    """This process's rank in a multi-process launch (RANK, set by torchrun and accelerate), 0 alone."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def is_main_process() -> bool:
     """True unless this is a non-main process of a multi-process launch (RANK set and not 0)."""
-    return int(os.environ.get("RANK", "0")) == 0
+    return process_rank() == 0
 
 
 def process_count() -> int:
@@ -77,7 +82,7 @@ class Processes:
 def answered_share(count: int) -> tuple[int, int]:
     """The range of `count` questions this process answers in a multi-process predict: one
     contiguous part each, so that joining the parts in rank order keeps the questions' order."""
-    processes, rank = process_count(), int(os.environ.get("RANK", "0"))
+    processes, rank = process_count(), process_rank()
     size, extra = divmod(count, processes)
     first = rank * size + min(rank, extra)
     return first, first + size + (1 if rank < extra else 0)
@@ -115,4 +120,4 @@ def _init_process_group() -> None:
         distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
-__all__ = ["Processes", "answered_share", "gather_in_order", "is_main_process", "predict_across_processes", "process_count"]
+__all__ = ["Processes", "answered_share", "gather_in_order", "is_main_process", "predict_across_processes", "process_count", "process_rank"]

@@ -4,6 +4,7 @@ effective batch; batch answering writes the same predictions; a resumed run goes
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -63,6 +64,22 @@ def test_the_answered_shares_cover_the_questions_in_order(monkeypatch):
         ranges.append(answered_share(10))
     assert ranges == [(0, 4), (4, 7), (7, 10)]
 
+
+
+def test_a_joined_group_is_left_before_python_tears_down(tmp_path):
+    # gloo's threads outliving the interpreter abort a finished process (exit -6) now and then:
+    # the group must be destroyed by an exit hook, which runs before those registered earlier
+    script = (
+        "import atexit, torch.distributed as distributed\n"
+        "atexit.register(lambda: print('still joined at exit:', distributed.is_initialized()))\n"
+        "from qatune.parallel import _init_process_group\n"
+        "_init_process_group()\n"
+        "print('joined:', distributed.is_initialized())\n"
+    )
+    environment = {**os.environ, "RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=environment)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["joined: True", "still joined at exit: False"]
 
 def probabilities(folder, examples):
     from qatune.inference import QAModel, window_logits

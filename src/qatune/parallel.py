@@ -11,7 +11,9 @@ writes checkpoints and the model; the others wait for it where it matters.
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +43,8 @@ class Processes:
 
     @classmethod
     def of(cls, accelerator) -> "Processes":
+        if accelerator.num_processes > 1:
+            leave_process_group_at_exit()
         return cls(count=accelerator.num_processes, rank=accelerator.process_index)
 
     @property
@@ -118,6 +122,25 @@ def _init_process_group() -> None:
         import torch
 
         distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        leave_process_group_at_exit()
 
 
-__all__ = ["Processes", "answered_share", "gather_in_order", "is_main_process", "predict_across_processes", "process_count", "process_rank"]
+def leave_process_group() -> None:
+    """Destroy this process's group of processes, if it joined one."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
+
+
+def leave_process_group_at_exit() -> None:
+    """Leave the group while Python is still whole: a gloo group left to the interpreter's
+    teardown may abort the process after its work is done ("terminate called without an active
+    exception", exit -6), its worker threads outliving the objects they hold."""
+    atexit.unregister(leave_process_group)  # once, however many times a group is joined
+    atexit.register(leave_process_group)
+
+
+__all__ = [
+    "Processes", "answered_share", "gather_in_order", "is_main_process", "leave_process_group",
+    "leave_process_group_at_exit", "predict_across_processes", "process_count", "process_rank",
+]

@@ -7,8 +7,9 @@ The pipeline (every step a qatune command; the script runs them in order and mea
        qatune shrink /tmp/cal/model --layers 3 -o /tmp/dist/student3 --no-speed
 
 2. train the student twice with the teacher's own settings, once on the gold answers alone and
-   once distilled from the teacher (alpha 0.5, T 2.0 by default; `--variant A:T` adds runs, and
-   `--variant A:T:H` one that also learns the teacher's hidden states with weight H):
+   once distilled from the teacher (alpha 0.5, T 2.0 by default; `--variant A:T` adds runs,
+   `--variant A:T:H` one that also learns the teacher's hidden states with weight H, and a
+   `+transfer` suffix one that also learns the teacher's answers to the `--transfer` questions):
 
        qatune train /tmp/b9/data/train.json --model /tmp/dist/student3 --output /tmp/dist/plain \\
            --dev /tmp/b9/data/dev.json --epochs 2 --batch-size 12 --lr 2e-4 --warmup-ratio 0 --seed 42 --json
@@ -28,6 +29,7 @@ holds a model is skipped (its training time is read from the folder's qatune.jso
     python benchmarks/distillation.py --teacher /tmp/cal/model --train /tmp/b9/data/train.json \\
         --dev /tmp/b9/data/dev.json --work /tmp/dist --reuse
     python benchmarks/distillation.py ... --reuse --variant 0.2:2.0 --variant 0.5:2.0:1.0
+    python benchmarks/distillation.py ... --transfer /tmp/b9/data/transfer.json --variant 0.5:2.0+transfer
     python benchmarks/distillation.py ... --reuse --measure-only     # no shrinking, no training
 """
 
@@ -57,9 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--warmup-ratio", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--variant", action="append", default=[], metavar="A:T[:H]",
+    parser.add_argument("--variant", action="append", default=[], metavar="A:T[:H][+transfer]",
                         help="another distilled student with --distill-alpha A --temperature T "
-                             "[--distill-hidden H] (repeatable)")
+                             "[--distill-hidden H] [--transfer FILE] (repeatable)")
+    parser.add_argument("--transfer", type=Path, help="questions without answers for the +transfer variants "
+                        "(benchmarks/prepare_data.py --transfer writes them)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per model after the warm-up (best kept)")
     parser.add_argument("--engine", default="auto", help="answering engine for the speed (default: auto)")
     parser.add_argument("--reuse", action="store_true", help="skip a step whose output folder holds a model")
@@ -89,17 +93,24 @@ def shrink(args: argparse.Namespace) -> Path:
     return student
 
 
-def students(args: argparse.Namespace) -> list[tuple[str, Path, tuple[float, ...] | None]]:
-    """(name, folder, (alpha, T[, H]) or None for the plain student) of every student to train."""
-    runs = [("plain", args.work / "plain", None), ("distilled", args.work / "distilled", DEFAULT_VARIANT)]
+def students(args: argparse.Namespace) -> list[tuple[str, Path, tuple[float, ...] | None, bool]]:
+    """(name, folder, (alpha, T[, H]) or None for the plain student, with the transfer set) of
+    every student to train."""
+    runs = [("plain", args.work / "plain", None, False), ("distilled", args.work / "distilled", DEFAULT_VARIANT, False)]
     for text in args.variant:
-        variant = tuple(float(part) for part in text.split(":"))
+        numbers, with_transfer = text.removesuffix("+transfer"), text.endswith("+transfer")
+        if with_transfer and args.transfer is None:
+            sys.exit(f"--variant {text}: name the transfer questions with --transfer FILE")
+        variant = tuple(float(part) for part in numbers.split(":"))
         name = f"a{variant[0]:g} T{variant[1]:g}" + (f" H{variant[2]:g}" if len(variant) > 2 else "")
-        runs.append((f"distilled {name}", args.work / f"distilled-{name.replace(' ', '-').lower()}", variant))
+        name += " +transfer" if with_transfer else ""
+        folder = args.work / f"distilled-{name.replace(' +', '-').replace(' ', '-').lower()}"
+        runs.append((f"distilled {name}", folder, variant, with_transfer))
     return runs
 
 
-def train(args: argparse.Namespace, student: Path, output: Path, variant: tuple[float, ...] | None) -> None:
+def train(args: argparse.Namespace, student: Path, output: Path, variant: tuple[float, ...] | None,
+          with_transfer: bool = False) -> None:
     if args.reuse and has_model(output):
         return
     command = ["qatune", "train", str(args.train), "--model", str(student), "--output", str(output),
@@ -110,6 +121,8 @@ def train(args: argparse.Namespace, student: Path, output: Path, variant: tuple[
         command += ["--teacher", str(args.teacher), "--distill-alpha", str(variant[0]), "--temperature", str(variant[1])]
         if len(variant) > 2:
             command += ["--distill-hidden", str(variant[2])]
+        if with_transfer:
+            command += ["--transfer", str(args.transfer)]
     run(command)
 
 
@@ -193,9 +206,9 @@ def main(argv: list[str] | None = None) -> None:
         args.reuse = True
     student = args.work / f"student{args.layers}" if args.measure_only else shrink(args)
     models = {"teacher (6 layers)": args.teacher}
-    for name, output, variant in students(args):
+    for name, output, variant, with_transfer in students(args):
         if not args.measure_only:
-            train(args, student, output, variant)
+            train(args, student, output, variant, with_transfer)
         if has_model(output):
             models[f"student, {name}"] = output
     rows = measure(args, models)

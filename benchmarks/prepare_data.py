@@ -6,7 +6,10 @@ SQuAD 2.0 training set (CC BY-SA 4.0). The split shares no article:
 - `train.json`: the first 8 articles, answerable questions only, first answer each
   (optionally only the first N such questions);
 - `dev.json`: the last 2 articles, answerable questions only, every answer (optionally
-  only the first N such questions).
+  only the first N such questions);
+- with `--transfer`, `transfer.json`: the first 8 articles' answerable questions that
+  `train.json` left out, with their answers removed (a transfer set for distillation:
+  `qatune train --teacher T --transfer transfer.json`).
 
 Both are written in the SQuAD v1.1 layout into a work folder outside version control;
 the shared data itself is never copied into the repository.
@@ -47,6 +50,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dev-questions", type=int, default=None, metavar="N",
         help="keep only the first N answerable dev questions (default: all)",
     )
+    parser.add_argument(
+        "--transfer", action="store_true",
+        help="also write transfer.json: the training articles' other answerable questions, without answers",
+    )
     args = parser.parse_args(argv)
     for name in ("train_questions", "dev_questions"):
         value = getattr(args, name)
@@ -59,26 +66,24 @@ def is_answerable(qa: dict) -> bool:
     return bool(qa.get("answers")) and not qa.get("is_impossible", False)
 
 
-def v11_question(qa: dict, first_answer_only: bool) -> dict:
-    """The question in v1.1 form: no SQuAD 2.0 fields, one or every gold answer."""
+def v11_question(qa: dict, answers_kept: int | None) -> dict:
+    """The question in v1.1 form: no SQuAD 2.0 fields, its first `answers_kept` gold answers
+    (None: every one; 0: none, for a transfer set)."""
     answers = [{"text": a["text"], "answer_start": a["answer_start"]} for a in qa["answers"]]
-    return {
-        "id": qa["id"],
-        "question": qa["question"],
-        "answers": answers[:1] if first_answer_only else answers,
-    }
+    return {"id": qa["id"], "question": qa["question"], "answers": answers[:answers_kept]}
 
 
 def v11_articles(
-    articles: list[dict], first_answer_only: bool, limit: int | None = None
+    articles: list[dict], answers_kept: int | None, limit: int | None = None, skip: int = 0
 ) -> tuple[list[dict], int, int]:
-    """Articles with answerable questions only, stopping after `limit` questions.
+    """Articles with answerable questions only: the first `skip` left out, stopping after
+    `limit` questions.
 
     Returns the articles, the questions kept and the unanswerable questions left out.
     Paragraphs and articles left without a question are dropped.
     """
     kept_articles: list[dict] = []
-    kept = skipped = 0
+    kept = skipped = seen = 0
     for article in articles:
         paragraphs = []
         for paragraph in article["paragraphs"]:
@@ -89,7 +94,10 @@ def v11_articles(
                 if not is_answerable(qa):
                     skipped += 1
                     continue
-                qas.append(v11_question(qa, first_answer_only))
+                seen += 1
+                if seen <= skip:
+                    continue
+                qas.append(v11_question(qa, answers_kept))
                 kept += 1
             if qas:
                 paragraphs.append({"context": paragraph["context"], "qas": qas})
@@ -118,10 +126,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     train, train_count, train_skipped = v11_articles(
-        articles[:TRAIN_ARTICLES], first_answer_only=True, limit=args.train_questions
+        articles[:TRAIN_ARTICLES], answers_kept=1, limit=args.train_questions
     )
     dev, dev_count, dev_skipped = v11_articles(
-        articles[TRAIN_ARTICLES:], first_answer_only=False, limit=args.dev_questions
+        articles[TRAIN_ARTICLES:], answers_kept=None, limit=args.dev_questions
     )
     args.out.mkdir(parents=True, exist_ok=True)
     write_squad(args.out / "train.json", train)
@@ -130,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
           f"({train_skipped} unanswerable left out); "
           f"dev.json: {len(dev)} articles, {dev_count} questions "
           f"({dev_skipped} unanswerable left out) -> {args.out}")
+    if args.transfer:
+        transfer, transfer_count, _ = v11_articles(articles[:TRAIN_ARTICLES], answers_kept=0, skip=train_count)
+        write_squad(args.out / "transfer.json", transfer)
+        print(f"transfer.json: {len(transfer)} articles, {transfer_count} questions without their answers")
     return 0
 
 

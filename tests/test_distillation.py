@@ -3,6 +3,9 @@ answers (or whose states the student learns) helping."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +14,7 @@ import transformers
 from qatune import TrainingArguments, train
 from qatune.batching import as_tensors, pad_windows
 from qatune.data import load_examples
-from qatune.distillation import check_same_tokenizer, distillation_loss, hidden_layer_map, hidden_state_loss
+from qatune.distillation import check_same_tokenizer, distillation_loss, gold_losses, hidden_layer_map, hidden_state_loss
 from qatune.errors import SettingsError
 from qatune.features import label_windows, make_windows
 from qatune.modeling import load_qa_model, load_tokenizer
@@ -57,6 +60,46 @@ def test_a_student_equal_to_its_teacher_has_no_distillation_loss():
     mask = torch.ones(2, 9, dtype=torch.long)
     assert float(distillation_loss(torch.tensor(0.0), logits, logits, logits, logits, mask, 0.0, 2.0)) == pytest.approx(0.0, abs=1e-6)
 
+
+
+def test_transfer_windows_learn_from_the_teacher_alone():
+    rng = np.random.default_rng(5)
+    shape = (4, 6)
+    student_start, student_end, teacher_start, teacher_end = (rng.normal(size=shape) * 2 for _ in range(4))
+    mask = np.ones(shape, dtype=np.int64)
+    mask[3, 4:] = 0
+    gold = np.array([0.7, 1.9, 5.0, 3.3])
+    labelled = np.array([True, False, True, False])  # windows 1 and 3: transfer questions
+    alpha, temperature = 0.6, 2.0
+    tensors = [torch.tensor(a, dtype=torch.float32) for a in (student_start, student_end, teacher_start, teacher_end)]
+    loss = distillation_loss(torch.tensor(gold, dtype=torch.float32), *tensors, torch.tensor(mask), alpha, temperature,
+                             torch.tensor(labelled))
+    expected = []
+    for row in range(4):
+        rows = slice(row, row + 1)
+        kl = (numpy_kl(teacher_start[rows], student_start[rows], mask[rows], temperature)
+              + numpy_kl(teacher_end[rows], student_end[rows], mask[rows], temperature)) / 2
+        weight = alpha if labelled[row] else 0.0
+        expected.append(weight * gold[row] + (1 - weight) * temperature**2 * kl)
+    assert float(loss) == pytest.approx(np.mean(expected), rel=1e-5)
+    # every window labelled: the batch formula, alpha * mean gold + (1 - alpha) * T^2 * mean KL
+    everyone = distillation_loss(torch.tensor(gold, dtype=torch.float32), *tensors, torch.tensor(mask), alpha, temperature)
+    kl_all = (numpy_kl(teacher_start, student_start, mask, temperature) + numpy_kl(teacher_end, student_end, mask, temperature)) / 2
+    assert float(everyone) == pytest.approx(alpha * gold.mean() + (1 - alpha) * temperature**2 * kl_all, rel=1e-5)
+
+
+def test_each_windows_gold_loss_averages_to_the_models_own_loss(tiny_bert):
+    examples = load_examples(TINY_QA)
+    model, tokenizer = load_qa_model(str(tiny_bert)).eval(), load_tokenizer(str(tiny_bert))
+    windows = make_windows(examples, tokenizer, WINDOWS)
+    items = label_windows(examples, windows)
+    padded = pad_windows(windows, items.window.tolist(), tokenizer.pad_token_id or 0, 1, WINDOWS.max_seq_length)
+    starts, ends = torch.from_numpy(items.start), torch.from_numpy(items.end)
+    with torch.no_grad():
+        output = model(**as_tensors(padded, "cpu"), start_positions=starts, end_positions=ends)
+    per_window = gold_losses(output.start_logits, output.end_logits, starts, ends)
+    assert per_window.shape == (len(items),)
+    assert float(per_window.mean()) == pytest.approx(float(output.loss), rel=1e-5)
 
 def test_a_teacher_with_another_tokenizer_is_refused_naming_both(tiny_bert, tmp_path):
     from transformers import BertTokenizerFast
@@ -187,3 +230,48 @@ def test_hidden_state_distillation_brings_the_students_states_to_the_teachers(ti
     # the same steps and seed; only the hidden-state term differs (1 - cos measured 0.032 against 0.052)
     assert gaps["states too"] < 0.8 * gaps["answers only"]
     assert "student layers 1-1 learn the outputs of teacher layers 2 (1 - cosine per token)" in "\n".join(lines)
+
+
+
+def unanswered(examples):
+    """The questions with their answers taken away, as a transfer set holds them."""
+    return [dataclasses.replace(example, answers=[]) for example in examples]
+
+
+def test_a_transfer_set_teaches_the_student_the_teachers_answers_to_its_questions(tiny_bert, tmp_path):
+    examples = load_examples(TINY_QA)
+    taught, held_out = examples[:8], examples[8:]
+    teacher = tmp_path / "teacher"  # knows every answer, the held-out ones included
+    train(examples, None, TrainingArguments(output_dir=str(teacher), model=str(tiny_bert), epochs=60, learning_rate=3e-3, **COMMON), progress=False)
+    losses, lines, results = {}, [], {}
+    for name, transfer in (("gold only", None), ("with transfer", unanswered(held_out))):
+        arguments = TrainingArguments(output_dir=str(tmp_path / name), model=str(tiny_bert), epochs=20, learning_rate=3e-3,
+                                      teacher=str(teacher), **COMMON)
+        results[name] = train(taught, None, arguments, progress=False, log=lines.append, transfer_examples=transfer)
+        losses[name] = held_out_loss(tmp_path / name, held_out)
+    # the held-out questions reach the student only through the teacher's answers to them
+    # (measured 0.83 against 3.62)
+    assert losses["with transfer"] < 0.5 * losses["gold only"]
+    counts = results["with transfer"].counts
+    assert counts["transfer_questions"] == len(held_out) and counts["transfer_windows"] >= len(held_out)
+    assert counts["train_questions"] == len(taught) and "transfer_questions" not in results["gold only"].counts
+    assert f"transfer set: {len(held_out)} questions -> {counts['transfer_windows']} windows" in "\n".join(lines)
+    card = json.loads((tmp_path / "with transfer" / "qatune.json").read_text())
+    assert card["training_arguments"]["transfer_sha256"] == card["data"]["transfer_sha256"]
+    readme = (tmp_path / "with transfer" / "README.md").read_text()
+    assert f"trained on {len(taught)} questions (0 unanswerable), and on its teacher's answers to {len(held_out)} more questions" in readme
+
+
+def test_transfer_questions_need_a_teacher_and_a_resume_needs_the_same_ones(tiny_bert, tmp_path):
+    examples = load_examples(TINY_QA)
+    alone = TrainingArguments(output_dir=str(tmp_path / "alone"), model=str(tiny_bert), epochs=1, **COMMON)
+    with pytest.raises(SettingsError, match=r"transfer questions \(transfer_examples\) have no gold answers: only a teacher"):
+        train(examples, None, alone, progress=False, transfer_examples=unanswered(examples[8:]))
+    taught = TrainingArguments(output_dir=str(tmp_path / "student"), model=str(tiny_bert), epochs=1, teacher=str(tiny_bert),
+                               keep_checkpoints=True, **(COMMON | {"save_every": 1}))
+    with pytest.raises(SettingsError, match=r"the transfer set \(transfer_examples\) has no questions"):
+        train(examples, None, taught, progress=False, transfer_examples=[])
+    train(examples[:8], None, taught, progress=False, transfer_examples=unanswered(examples[8:]))
+    resumed = dataclasses.replace(taught, epochs=2, resume=True)
+    with pytest.raises(SettingsError, match=r"started with other settings \(transfer_sha256: was '[0-9a-f]{64}', now"):
+        train(examples[:8], None, resumed, progress=False, transfer_examples=unanswered(examples[9:]))

@@ -49,6 +49,8 @@ class OptionNames:
     keep_checkpoints: str
     max_answer_length: str
     dev: str
+    teacher: str = "teacher"
+    transfer: str = "transfer_examples"
 
 
 PYTHON_OPTIONS = OptionNames(
@@ -68,6 +70,8 @@ CLI_OPTIONS = OptionNames(
     keep_checkpoints="--keep-checkpoints",
     max_answer_length="--max-answer-length",
     dev="--dev data",
+    teacher="--teacher",
+    transfer="--transfer",
 )
 
 

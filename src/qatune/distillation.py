@@ -4,9 +4,13 @@ distributions (DistilBERT's recipe for fine-tuning):
     loss = alpha * CE(gold) + (1 - alpha) * T^2 * KL(teacher_T || student_T)
 
 where `_T` is a softmax at temperature T over the window's tokens (padding left out), and the
-KL term is the mean over the batch of the start and end distributions' KL, averaged. The teacher
-answers every training window once, without gradients, before training starts; its logits are
-kept (float32, one array per window) for the whole run.
+KL term is the start and end distributions' KL, averaged; the loss is the mean over the batch's
+windows. The teacher answers every training window once, without gradients, before training
+starts; its logits are kept (float32, one array per window) for the whole run.
+
+A transfer set (TinyBERT's name) adds questions nobody answered: the teacher answers them, and
+their windows learn from its distributions alone (alpha 0 for them). The student then learns the
+teacher's answers on more text than the gold answers cover.
 
 With a hidden-state weight H > 0 the student also learns what the teacher's layers compute
 (DistilBERT's cosine loss, with TinyBERT's uniform map from student to teacher layers):
@@ -52,7 +56,7 @@ class TeacherLogits:
 
 
 def distillation_loss(
-    gold_loss: torch.Tensor,
+    gold: torch.Tensor,
     student_start: torch.Tensor,
     student_end: torch.Tensor,
     teacher_start: torch.Tensor,
@@ -60,24 +64,39 @@ def distillation_loss(
     attention_mask: torch.Tensor,
     alpha: float,
     temperature: float,
+    labelled: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """alpha * gold_loss + (1 - alpha) * T^2 * (KL_start + KL_end) / 2, the KLs of the teacher's
-    distributions from the student's at temperature T over the unmasked tokens, mean over the batch."""
+    """The mean over the batch's windows of alpha * gold + (1 - alpha) * T^2 * (KL_start + KL_end) / 2,
+    the KLs of the teacher's distributions from the student's at temperature T over the unmasked
+    tokens. `gold`: each window's gold loss (or one value for all); windows whose `labelled`
+    is False (transfer questions, which have no gold answer) take alpha 0: the teacher's term alone."""
     kl = (
         _kl(teacher_start, student_start, attention_mask, temperature)
         + _kl(teacher_end, student_end, attention_mask, temperature)
     ) / 2
-    return alpha * gold_loss + (1 - alpha) * temperature**2 * kl
+    weights = torch.full_like(kl, alpha)
+    if labelled is not None:
+        labelled = labelled.bool()
+        weights = torch.where(labelled, weights, 0.0)
+        gold = torch.where(labelled, gold, 0.0)  # a window without a gold answer: its value means nothing
+    return (weights * gold + (1 - weights) * temperature**2 * kl).mean()
+
+
+def gold_losses(start_logits: torch.Tensor, end_logits: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """Each window's loss on its gold answer, (CE(start) + CE(end)) / 2, as the QA models' own
+    loss computes it before averaging over the batch."""
+    cross_entropy = torch.nn.functional.cross_entropy
+    return (cross_entropy(start_logits.float(), starts, reduction="none") + cross_entropy(end_logits.float(), ends, reduction="none")) / 2
 
 
 def _kl(teacher: torch.Tensor, student: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Each window's KL(teacher || student) at the temperature, summed over its tokens."""
     keep = mask.bool()
     teacher = teacher.float().masked_fill(~keep, MASKED_LOGIT) / temperature
     student = student.float().masked_fill(~keep, MASKED_LOGIT) / temperature
     target = torch.softmax(teacher, dim=-1)
     log_student = torch.log_softmax(student, dim=-1)
-    # sum over tokens, mean over the batch ("batchmean": the KL divergence per window)
-    return torch.nn.functional.kl_div(log_student, target, reduction="batchmean")
+    return torch.nn.functional.kl_div(log_student, target, reduction="none").sum(dim=-1)
 
 
 def hidden_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
@@ -169,5 +188,5 @@ def check_distillation_settings(alpha: float, temperature: float, hidden: float 
 
 __all__ = [
     "TeacherLogits", "check_distillation_settings", "check_same_tokenizer", "check_same_width", "distillation_loss",
-    "hidden_layer_map", "hidden_state_loss", "teacher_logits",
+    "gold_losses", "hidden_layer_map", "hidden_state_loss", "teacher_logits",
 ]

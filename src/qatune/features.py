@@ -22,7 +22,7 @@ import json
 import os
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -75,9 +75,26 @@ class TrainingItems:
     answers_outside: int = 0  # answers no window holds whole: not trained on
     answer_places: list[str] = field(default_factory=list)  # where those answers are, first few
     answer_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # tokens, one per answer held
+    teacher_only: int = 0  # the last this many items are transfer windows: no gold answer, the teacher's alone
 
     def __len__(self) -> int:
         return len(self.window)
+
+    def labelled(self, items: np.ndarray) -> np.ndarray:
+        """Whether each of these items has a gold answer (False: a transfer window)."""
+        return items < len(self) - self.teacher_only
+
+    def with_teacher_only(self, windows: np.ndarray) -> "TrainingItems":
+        """These items and one more for each of `windows`, which no gold answer labels (their
+        labels point at CLS and only a teacher's distributions teach them)."""
+        none = np.zeros(len(windows), dtype=np.int64)
+        return replace(
+            self,
+            window=np.concatenate([self.window, np.asarray(windows, dtype=np.int64)]),
+            start=np.concatenate([self.start, none]),
+            end=np.concatenate([self.end, none]),
+            teacher_only=self.teacher_only + len(windows),
+        )
 
 
 def concat_windows(parts: Sequence[Windows], example_counts: Sequence[int]) -> Windows:

@@ -97,7 +97,7 @@ def _data_entries(data: dict[str, Any]) -> dict[str, Any]:
     """Per data file: its sha256 and counts, and what reading it repaired and skipped."""
     validation = data.get("validation") or {}
     entries = {}
-    for name in ("train", "dev"):
+    for name in ("train", "dev", "transfer"):
         if f"{name}_sha256" not in data:
             continue
         entry = {
@@ -112,6 +112,9 @@ def _data_entries(data: dict[str, Any]) -> dict[str, Any]:
         entries["train"]["windows"] = data.get("train_windows")
         entries["train"]["answers_outside_windows"] = data.get("answers_outside_windows")
         entries["train"]["truncated_questions"] = data.get("truncated_questions")
+    if "transfer" in entries:  # questions the teacher answered; their own answers were not read
+        entries["transfer"]["windows"] = data.get("transfer_windows")
+        del entries["transfer"]["unanswerable"]
     return entries
 
 
@@ -146,6 +149,10 @@ def _body(card: dict[str, Any], folder: Path) -> str:
         "in the text gets a wrong span or, if the model learned to abstain, no answer.",
         f"- It was trained on {data.get('train_questions', 'an unknown number of')} questions"
         + (f" ({data.get('train_unanswerable')} unanswerable)" if data.get("train_unanswerable") is not None else "")
+        + (
+            f", and on its teacher's answers to {data['transfer_questions']} more questions"
+            if data.get("transfer_questions") else ""
+        )
         + "; expect its scores to hold for text and questions like those, and to drop on others. "
         "Measure it on your own held-out questions (`qatune evaluate`).",
         "- A score is the model's probability for its answer"
@@ -163,7 +170,7 @@ def _body(card: dict[str, Any], folder: Path) -> str:
     if entries:
         lines += ["| data | questions | unanswerable | sha256 of the questions |", "|---|---|---|---|"]
         for key, entry in entries.items():
-            lines.append(f"| {key} | {entry['questions']} | {entry['unanswerable']} | `{entry['sha256'][:16]}…` |")
+            lines.append(f"| {key} | {entry['questions']} | {entry.get('unanswerable', '-')} | `{entry['sha256'][:16]}…` |")
         lines.append("")
         for key, entry in entries.items():
             read = entry.get("read")

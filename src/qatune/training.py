@@ -39,11 +39,14 @@ from qatune.distillation import (
     check_same_tokenizer,
     check_same_width,
     distillation_loss,
+    gold_losses,
     hidden_layer_map,
     hidden_state_loss,
     teacher_logits,
 )
-from qatune.features import TrainingItems, Windows, cached_windows, default_cache_dir, label_coverage, label_windows
+from qatune.features import (
+    TrainingItems, Windows, cached_windows, concat_windows, default_cache_dir, label_coverage, label_windows,
+)
 from qatune.files import with_default_permissions
 from qatune.batching import as_tensors, pad_windows
 from qatune.engines import engine_for_model
@@ -192,8 +195,12 @@ def train(
     log: Callable[[str], None] | None = None,
     options: checkpoints.OptionNames = checkpoints.PYTHON_OPTIONS,
     data_reports: dict[str, Any] | None = None,
+    transfer_examples: Sequence[Example] | None = None,
 ) -> TrainResult:
     """Fine-tune `args.model` on `train_examples`; write the model to `args.output_dir`.
+
+    `transfer_examples` (with `args.teacher`): more questions, whose answers are not read; the
+    teacher answers them and the student learns its distributions there (a transfer set).
 
     `log` receives one line for each thing worth telling (the data, the plan, each dev
     evaluation, warnings); `options` names the options in messages (the CLI passes its flags).
@@ -208,6 +215,7 @@ def train(
     output_dir = Path(args.output_dir)
     if not train_examples:
         raise SettingsError("there are no training examples: check the training file (qatune validate FILE)")
+    _check_transfer(transfer_examples, args, options)
     # Refusals that cost nothing come before loading the model and tokenizing.
     checkpoints.check_output_dir(
         output_dir, resume=args.resume, overwrite=args.overwrite, options=options, arguments=args.to_dict()
@@ -249,6 +257,15 @@ def train(
     log(_describe_data(counts, items))
     if len(items) == 0:
         raise SettingsError("no training item is left: every answer falls outside every window")
+    if transfer_examples:
+        transfer_windows = cached_windows(transfer_examples, tokenizer, args.settings, cache)
+        items = items.with_teacher_only(np.arange(len(windows), len(windows) + len(transfer_windows)))
+        windows = concat_windows([windows, transfer_windows], [len(train_examples), len(transfer_examples)])
+        counts |= {"transfer_questions": len(transfer_examples), "transfer_windows": len(transfer_windows)}
+        log(
+            f"transfer set: {len(transfer_examples)} questions -> {len(transfer_windows)} windows, "
+            "learned from the teacher's answers alone (their own answers are not read)"
+        )
     dev_windows = cached_windows(dev_examples, tokenizer, args.settings, cache) if dev_examples else None
     windows = _token_ids_only(windows)
     teacher, states_teacher, layer_map = _teacher(args, model, tokenizer, windows, settings, device, log)
@@ -283,6 +300,8 @@ def train(
         "epochs": epochs, "settings": settings.to_dict(),
         "processes": processes.count, "effective_batch_size": effective_batch,
     }
+    if transfer_examples:  # a resume with other transfer questions is another run
+        arguments["transfer_sha256"] = examples_digest(transfer_examples)
     state, best_weights = checkpoints.TrainingState(), None
     if args.resume:
         state, best_weights = checkpoints.load_latest(output_dir, arguments, plain_model, optimizer, schedule, options)
@@ -327,9 +346,11 @@ def train(
                 loss = outputs.loss
                 if teacher is not None:
                     teacher_start, teacher_end = teacher.batch(items.window[batch], inputs["input_ids"].shape[1], accelerator.device)
+                    labelled = torch.from_numpy(items.labelled(batch)).to(accelerator.device) if items.teacher_only else None
                     loss = distillation_loss(
-                        loss, outputs.start_logits, outputs.end_logits, teacher_start, teacher_end,
-                        inputs["attention_mask"], args.distill_alpha, args.distill_temperature,
+                        gold_losses(outputs.start_logits, outputs.end_logits, labels["start_positions"], labels["end_positions"]),
+                        outputs.start_logits, outputs.end_logits, teacher_start, teacher_end,
+                        inputs["attention_mask"], args.distill_alpha, args.distill_temperature, labelled,
                     )
                 if states_teacher is not None:
                     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -409,6 +430,8 @@ def train(
     data = counts | {"train_sha256": examples_digest(train_examples), "train_coverage": coverage}
     if dev_examples:
         data |= {"dev_sha256": examples_digest(dev_examples), "dev_unanswerable": sum(e.unanswerable for e in dev_examples)}
+    if transfer_examples:
+        data["transfer_sha256"] = arguments["transfer_sha256"]
     if data_reports:
         data["validation"] = {name: validation_summary(report) for name, report in data_reports.items() if report is not None}
     write_model_card(
@@ -455,6 +478,19 @@ def _checkpoint_due(args: TrainingArguments, epoch: int, finished: bool, seconds
     if args.save_every is None:
         return seconds_since_last >= CHECKPOINT_SECONDS
     return epoch % args.save_every == 0
+
+
+def _check_transfer(transfer_examples, args: TrainingArguments, options: checkpoints.OptionNames) -> None:
+    """Transfer questions are taught by a teacher only, and a given transfer set must hold some."""
+    if transfer_examples is None:
+        return
+    if not args.teacher:
+        raise SettingsError(
+            f"transfer questions ({options.transfer}) have no gold answers: only a teacher can teach them; "
+            f"name one ({options.teacher}) or leave the transfer questions out"
+        )
+    if not transfer_examples:
+        raise SettingsError(f"the transfer set ({options.transfer}) has no questions: check its file (qatune validate FILE)")
 
 
 def _token_ids_only(windows: Windows) -> Windows:

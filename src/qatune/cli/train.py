@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distill-hidden", type=float, default=0.0, metavar="H",
                         help="with --teacher: also learn the teacher's hidden states, adding H * (1 - cosine) per "
                              "token between mapped layers; runs the teacher on every batch (default: 0, off)")
+    parser.add_argument("--transfer", metavar="FILE",
+                        help="with --teacher: more questions about more contexts (SQuAD-style; their answers are not "
+                             "read) that the teacher answers and the student learns to answer as it does")
     parser.add_argument("--lora", action="store_true",
                         help="train LoRA adapters on the attention (and the QA head) instead of every weight; merged "
                              "into the weights on save (needs peft: pip install \"qatune[lora]\")")
@@ -125,10 +128,14 @@ def run(args: argparse.Namespace) -> int:
     )
     train_examples, train_report = options.read_examples_and_report(train_path, args, say)
     dev_examples, dev_report = options.read_examples_and_report(dev_path, args, say) if dev_path else (None, None)
+    transfer_examples, transfer_report = (
+        options.read_examples_and_report(args.transfer, args, say) if args.transfer else (None, None)
+    )
 
     result = train(
         train_examples, dev_examples, training_arguments, progress=not (args.quiet or args.json), log=say,
-        options=CLI_OPTIONS, data_reports={"train": train_report, "dev": dev_report},
+        options=CLI_OPTIONS, data_reports={"train": train_report, "dev": dev_report, "transfer": transfer_report},
+        transfer_examples=transfer_examples,
     )
     before = result.untrained_metrics
     from qatune.parallel import is_main_process

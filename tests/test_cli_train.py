@@ -97,3 +97,14 @@ def test_report_scores_the_dev_data_before_training_and_writes_the_report(tiny_b
     evaluated = qatune("evaluate", output, TINY_QA, "--report", target, "--no-bf16")
     assert target.is_file() and f"wrote {target}" in evaluated.stderr
     assert evaluated.stdout.startswith(f"{TINY_QA}: 12 questions")
+
+
+def test_transfer_questions_without_a_teacher_are_refused_naming_both_flags(tiny_bert, tmp_path):
+    result = qatune("train", TINY_QA, "--model", tiny_bert, "--output", tmp_path / "run", "--transfer", TINY_QA,
+                    "--quiet", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.endswith(
+        "error: transfer questions (--transfer) have no gold answers: only a teacher can teach them; "
+        "name one (--teacher) or leave the transfer questions out\n"
+    )
+    assert not (tmp_path / "run" / "model.safetensors").exists()

@@ -100,11 +100,9 @@ def _data_entries(data: dict[str, Any]) -> dict[str, Any]:
     for name in ("train", "dev", "transfer"):
         if f"{name}_sha256" not in data:
             continue
-        entry = {
-            "sha256": data[f"{name}_sha256"],
-            "questions": data.get(f"{name}_questions"),
-            "unanswerable": data.get(f"{name}_unanswerable"),
-        }
+        entry = {"sha256": data[f"{name}_sha256"], "questions": data.get(f"{name}_questions")}
+        if name != "transfer":  # the transfer questions' own answers are never read
+            entry["unanswerable"] = data.get(f"{name}_unanswerable")
         if name in validation:
             entry["read"] = validation[name]
         entries[name] = entry
@@ -112,9 +110,8 @@ def _data_entries(data: dict[str, Any]) -> dict[str, Any]:
         entries["train"]["windows"] = data.get("train_windows")
         entries["train"]["answers_outside_windows"] = data.get("answers_outside_windows")
         entries["train"]["truncated_questions"] = data.get("truncated_questions")
-    if "transfer" in entries:  # questions the teacher answered; their own answers were not read
+    if "transfer" in entries:  # questions the teacher answered
         entries["transfer"]["windows"] = data.get("transfer_windows")
-        del entries["transfer"]["unanswerable"]
     return entries
 
 

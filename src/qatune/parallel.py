@@ -42,7 +42,8 @@ class Processes:
     rank: int
 
     @classmethod
-    def of(cls, accelerator) -> "Processes":
+    def joined(cls, accelerator) -> "Processes":
+        """The processes of an accelerator that has joined them; the group is left at exit."""
         if accelerator.num_processes > 1:
             leave_process_group_at_exit()
         return cls(count=accelerator.num_processes, rank=accelerator.process_index)

@@ -229,7 +229,7 @@ def train(
     # and the kept model is scored exactly as `qatune evaluate` scores it.
     # cpu=True on a machine without a GPU: several processes there use gloo (accelerate otherwise sees none)
     accelerator = Accelerator(mixed_precision="no", cpu=device.type == "cpu")
-    processes = Processes.of(accelerator)
+    processes = Processes.joined(accelerator)
     if not processes.is_main:  # one voice: the main process tells, evaluates and writes
         log, progress = (lambda message: None), False
     tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
@@ -341,8 +341,11 @@ def train(
                     "start_positions": torch.from_numpy(items.start[batch]).to(accelerator.device),
                     "end_positions": torch.from_numpy(items.end[batch]).to(accelerator.device),
                 }
+                # with a teacher the loss is formed below from each window's gold loss: the model's own
+                # batch loss (computed when it is given the labels) would be work thrown away
+                given_labels = labels if teacher is None else {}
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    outputs = model(**inputs, **labels, output_hidden_states=states_teacher is not None)
+                    outputs = model(**inputs, **given_labels, output_hidden_states=states_teacher is not None)
                 loss = outputs.loss
                 if teacher is not None:
                     teacher_start, teacher_end = teacher.batch(items.window[batch], inputs["input_ids"].shape[1], accelerator.device)

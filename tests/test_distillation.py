@@ -14,7 +14,10 @@ import transformers
 from qatune import TrainingArguments, train
 from qatune.batching import as_tensors, pad_windows
 from qatune.data import load_examples
-from qatune.distillation import check_same_tokenizer, distillation_loss, gold_losses, hidden_layer_map, hidden_state_loss
+from qatune.distillation import (
+    check_same_tokenizer, distillation_loss, gold_losses, hidden_layer_map, hidden_state_loss, teacher_logits,
+)
+from qatune.engines import load_engine
 from qatune.errors import SettingsError
 from qatune.features import label_windows, make_windows
 from qatune.modeling import load_qa_model, load_tokenizer
@@ -150,7 +153,26 @@ def test_a_teacher_that_knows_the_answers_lowers_the_held_out_loss(tiny_bert, tm
         losses[name] = held_out_loss(tmp_path / name, held_out)
     # the same steps, the same seed: only the teacher's distributions differ (measured margin ~0.1)
     assert losses["taught"] < losses["alone"] - 0.03
-    assert any(line.startswith(f"distilling from {teacher}: its logits of ") for line in lines)
+    said = [line for line in lines if line.startswith(f"distilling from {teacher}: its logits of ")]
+    assert len(said) == 1 and " s (openvino float32); loss = " in said[0]  # bf16=False: the teacher's too
+
+
+def test_the_teachers_logits_are_its_own_in_float32(tiny_bert, tmp_path):
+    # computed by the engine that answers with the teacher (OpenVINO on a CPU): the same
+    # function as the teacher model, window by window, up to float32 rounding
+    examples = load_examples(TINY_QA)
+    tokenizer = load_tokenizer(str(tiny_bert))
+    windows = make_windows(examples, tokenizer, WINDOWS)
+    engine = load_engine(str(tiny_bert), tokenizer, bf16=False)
+    logits = teacher_logits(engine, windows, pad_token_id=tokenizer.pad_token_id or 0, max_length=WINDOWS.max_seq_length)
+    model = load_qa_model(str(tiny_bert)).eval()
+    assert engine.precision == "float32" and len(logits.starts) == len(windows) > 0
+    with torch.no_grad():
+        for window, ids in enumerate(windows.input_ids):
+            inputs = {"input_ids": torch.from_numpy(ids)[None], "token_type_ids": torch.from_numpy(windows.token_type_ids[window])[None]}
+            output = model(**inputs)
+            np.testing.assert_allclose(logits.starts[window], output.start_logits[0].numpy(), atol=1e-4)
+            np.testing.assert_allclose(logits.ends[window], output.end_logits[0].numpy(), atol=1e-4)
 
 
 def numpy_cosine_loss(student, teacher, mask):

@@ -6,7 +6,8 @@ distributions (DistilBERT's recipe for fine-tuning):
 where `_T` is a softmax at temperature T over the window's tokens (padding left out), and the
 KL term is the start and end distributions' KL, averaged; the loss is the mean over the batch's
 windows. The teacher answers every training window once, without gradients, before training
-starts; its logits are kept (float32, one array per window) for the whole run.
+starts (with the engine `qatune ask` would use); its logits are kept (float32, one array per
+window) for the whole run.
 
 A transfer set (TinyBERT's name) adds questions nobody answered: the teacher answers them, and
 their windows learn from its distributions alone (alpha 0 for them). The student then learns the
@@ -19,7 +20,7 @@ With a hidden-state weight H > 0 the student also learns what the teacher's laye
 
 The teacher then runs beside the student on every batch (its states are too big to keep).
 
-    >>> logits = teacher_logits(teacher_model, windows, pad_token_id=0)  # doctest: +SKIP
+    >>> logits = teacher_logits(load_engine("my-model", tokenizer), windows, pad_token_id=0, max_length=384)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -162,16 +163,16 @@ def check_same_tokenizer(student_tokenizer, teacher_tokenizer, student_name: str
         )
 
 
-def teacher_logits(teacher, windows, *, pad_token_id: int, max_length: int, batch_size: int = 16) -> TeacherLogits:
-    """The teacher's logits of every window, float32, computed once without gradients."""
-    from qatune.engines.torch_engine import TorchEngine
+def teacher_logits(engine, windows, *, pad_token_id: int, max_length: int) -> TeacherLogits:
+    """The teacher's logits of every window, computed once by an answering engine
+    (`qatune.engines.load_engine`: on a CPU, OpenVINO, in bf16 where the CPU has bf16 units).
+
+    bf16 moves a logit by at most ~0.15 against float32 (SQuAD and TyDi QA dev windows); at
+    temperature 2 the targets move by half that, and the logits of 3,967 SQuAD windows took 38 s
+    instead of 84-103 s with PyTorch float32 (BENCHMARKS.md, Distillation)."""
     from qatune.inference import window_logits
 
-    teacher.eval()
-    with torch.inference_mode():
-        starts, ends = window_logits(
-            TorchEngine(teacher, bf16=False), windows, pad_token_id=pad_token_id, batch_size=batch_size, max_length=max_length
-        )
+    starts, ends = window_logits(engine, windows, pad_token_id=pad_token_id, max_length=max_length)
     return TeacherLogits(starts, ends)
 
 

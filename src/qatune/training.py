@@ -49,11 +49,11 @@ from qatune.features import (
 )
 from qatune.files import with_default_permissions
 from qatune.batching import as_tensors, pad_windows
-from qatune.engines import engine_for_model
+from qatune.engines import engine_for_model, load_engine
 from qatune.engines.torch_engine import TorchEngine, bf16_supported
 from qatune.inference import QAModel
 from qatune.metrics import exact_of
-from qatune.modeling import check_tokenizer_fits, load_qa_model, load_tokenizer, resolve_model_name
+from qatune.modeling import check_tokenizer_fits, load_qa_model, load_tokenizer, locate_model, resolve_model_name
 from qatune.lora import merged, trainable_share, with_lora
 from qatune.parallel import Processes
 from qatune.runlog import MetricsLog, NoLog, RunProgress
@@ -535,17 +535,23 @@ def _teacher(args: TrainingArguments, student, tokenizer, windows: Windows, sett
     student_name, teacher_name = resolve_model_name(args.model), resolve_model_name(args.teacher)
     teacher_tokenizer = load_tokenizer(args.teacher, trust_remote_code=args.trust_remote_code)
     check_same_tokenizer(tokenizer, teacher_tokenizer, student_name, teacher_name)
-    teacher = load_qa_model(args.teacher, trust_remote_code=args.trust_remote_code)
     states = args.distill_hidden > 0
     if states:  # refused before the teacher's logits cost anything
+        teacher = load_qa_model(args.teacher, trust_remote_code=args.trust_remote_code)
         check_same_width(student.config, teacher.config, student_name, teacher_name)
         layer_map = hidden_layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers)
-    logits = teacher_logits(teacher, windows, pad_token_id=tokenizer.pad_token_id or 0, max_length=settings.max_seq_length)
+    engine = load_engine(  # --no-bf16 (args.bf16 False) keeps the teacher in float32 too
+        locate_model(args.teacher), teacher_tokenizer, device=str(device), bf16=args.bf16,
+        trust_remote_code=args.trust_remote_code,
+    )
+    logits = teacher_logits(engine, windows, pad_token_id=tokenizer.pad_token_id or 0, max_length=settings.max_seq_length)
     log(
         f"distilling from {args.teacher}: its logits of {len(windows)} training windows computed in "
-        f"{time.perf_counter() - started:.1f} s; loss = {args.distill_alpha:g} * gold + {1 - args.distill_alpha:g} * "
-        f"{args.distill_temperature:g}^2 * KL(teacher || student) at temperature {args.distill_temperature:g}"
+        f"{time.perf_counter() - started:.1f} s ({engine.name} {engine.precision}); loss = {args.distill_alpha:g} * gold + "
+        f"{1 - args.distill_alpha:g} * {args.distill_temperature:g}^2 * KL(teacher || student) at temperature "
+        f"{args.distill_temperature:g}"
     )
+    del engine  # its memory is the student's now
     if not states:
         return logits, None, None
     teacher.to(device).eval().requires_grad_(False)

@@ -20,8 +20,11 @@ The pipeline (every step a qatune command; the script runs them in order and mea
 3. for the teacher and every student: dev EM/F1 (`qatune evaluate MODEL dev.json --json`),
    answering speed on the dev questions with the default engine (`QAModel.from_pretrained(M)
    .predict(examples)`: every model loaded first, then timed back to back in this one process,
-   one warm-up pass and the best of `--repeats` passes, round-robin so that a load spike on
-   the machine hits every model alike), parameters and the size of model.safetensors.
+   one warm-up pass, then `--repeats` rounds timing every model once in a shuffled order, so
+   that a load spike on the machine hits every model alike: best pass, median pass and the
+   median over rounds of the teacher's time over the student's), the same for the engine alone
+   (the bf16 pass over the dev windows, without tokenizing, decoding or the float32 re-check:
+   the ceiling of the end-to-end speed-up), parameters and the size of model.safetensors.
 
 Prints a Markdown table (or JSON with --json). With --reuse, a step whose output folder already
 holds a model is skipped (its training time is read from the folder's qatune.json).
@@ -64,10 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "[--distill-hidden H] [--transfer FILE] (repeatable)")
     parser.add_argument("--transfer", type=Path, help="questions without answers for the +transfer variants "
                         "(benchmarks/prepare_data.py --transfer writes them)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes per model after the warm-up (best kept)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds after the warm-up (every model once a round)")
     parser.add_argument("--engine", default="auto", help="answering engine for the speed (default: auto)")
     parser.add_argument("--reuse", action="store_true", help="skip a step whose output folder holds a model")
     parser.add_argument("--measure-only", action="store_true", help="only measure the models already in --work")
+    parser.add_argument("--also", action="append", default=[], metavar="NAME=FOLDER",
+                        help="another trained model folder to measure beside them (e.g. a run with another --seed)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of Markdown")
     parser.add_argument("--save", type=Path, help="also write the rows (every timed pass included) to this JSON file")
     return parser.parse_args(argv)
@@ -148,26 +153,53 @@ def model_card(model: Path) -> dict:
 
 
 def answering_speed(models: dict[str, Path], dev: Path, engine: str, repeats: int) -> dict[str, dict]:
-    """Questions per second of every model on the dev questions: all loaded, one warm-up pass
-    each, then `repeats` rounds timing every model back to back; the best and the median pass
-    are kept (one machine's load moves single passes by 10% or more)."""
+    """Questions per second of every model on the dev questions, end to end
+    (`QAModel.predict`) and for the engine alone (the bf16 pass over the same windows: no
+    tokenizing, no decoding, no float32 re-check), all models loaded, one warm-up pass each.
+    Then `repeats` rounds, each timing every model once in a shuffled order (seeded), so that a
+    load spike on the machine, which moves single passes by 30% here, lands on every model alike
+    over the rounds. Kept per model: every pass, the best and the median; and per round the
+    teacher's (the first model's) time over this model's, whose median is the paired speed-up."""
+    import random
+
     from qatune.data import load_examples
-    from qatune.inference import QAModel
+    from qatune.inference import QAModel, make_windows, window_logits
 
     examples = load_examples(dev)
     loaded = {name: QAModel.from_pretrained(path, engine=engine) for name, path in models.items()}
-    for model in loaded.values():
-        model.predict(examples)
-    seconds: dict[str, list[float]] = {name: [] for name in loaded}
+    windows = {name: make_windows(examples, model.tokenizer, model.settings) for name, model in loaded.items()}
+
+    def engine_pass(name: str) -> None:
+        model = loaded[name]
+        window_logits(model.engine, windows[name], pad_token_id=model.tokenizer.pad_token_id or 0,
+                      max_length=model.settings.max_seq_length)
+
+    passes = {"end_to_end": lambda name: loaded[name].predict(examples), "engine_only": engine_pass}
+    for name in loaded:
+        for measure_pass in passes.values():
+            measure_pass(name)
+    seconds = {kind: {name: [] for name in loaded} for kind in passes}
+    order = random.Random(0)
     for _ in range(repeats):
-        for name, model in loaded.items():
-            started = time.perf_counter()
-            model.predict(examples)
-            seconds[name].append(time.perf_counter() - started)
-    return {name: {"engine": loaded[name].engine.describe(), "seconds": times, "questions": len(examples),
-                   "questions_per_s": len(examples) / min(times),
-                   "median_questions_per_s": len(examples) / statistics.median(times)}
-            for name, times in seconds.items()}
+        for kind, measure_pass in passes.items():
+            names = list(loaded)
+            order.shuffle(names)
+            for name in names:
+                started = time.perf_counter()
+                measure_pass(name)
+                seconds[kind][name].append(time.perf_counter() - started)
+    teacher = next(iter(loaded))
+    speed = {}
+    for name in loaded:
+        row = {"engine": loaded[name].engine.describe(), "questions": len(examples)}
+        for kind, prefix in (("end_to_end", ""), ("engine_only", "engine_only_")):
+            times = seconds[kind][name]
+            paired = [mine_teacher / mine for mine_teacher, mine in zip(seconds[kind][teacher], times)]
+            row |= {f"{prefix}seconds": times, f"{prefix}questions_per_s": len(examples) / min(times),
+                    f"{prefix}median_questions_per_s": len(examples) / statistics.median(times),
+                    f"{prefix}paired_speed_up": statistics.median(paired)}
+        speed[name] = row
+    return speed
 
 
 def measure(args: argparse.Namespace, models: dict[str, Path]) -> list[dict]:
@@ -184,18 +216,21 @@ def measure(args: argparse.Namespace, models: dict[str, Path]) -> list[dict]:
     for row in rows:
         row["speed_up"] = row["questions_per_s"] / teacher["questions_per_s"]
         row["median_speed_up"] = row["median_questions_per_s"] / teacher["median_questions_per_s"]
+        row["engine_only_speed_up"] = row["engine_only_questions_per_s"] / teacher["engine_only_questions_per_s"]
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
     lines = ["| model | layers | parameters | size MB | dev EM | dev F1 | questions/s (best pass) | speed-up, best passes "
-             "| speed-up, median passes | train time |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| speed-up, median passes | speed-up, paired (median of rounds) | engine alone: speed-up, best / paired "
+             "| train time |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         train_time = f"{row['train_seconds'] / 60:.1f} min" if row["train_seconds"] else "-"
         lines.append(f"| {row['model']} | {row['layers']} | {row['parameters'] / 1e6:.1f}M | {row['size_mb']:.1f} | "
                      f"{row['exact_match']:.1f} | {row['f1']:.1f} | {row['questions_per_s']:.1f} | "
-                     f"{row['speed_up']:.2f}x | {row['median_speed_up']:.2f}x | {train_time} |")
+                     f"{row['speed_up']:.2f}x | {row['median_speed_up']:.2f}x | {row['paired_speed_up']:.2f}x | "
+                     f"{row['engine_only_speed_up']:.2f}x / {row['engine_only_paired_speed_up']:.2f}x | {train_time} |")
     return "\n".join(lines)
 
 
@@ -211,6 +246,11 @@ def main(argv: list[str] | None = None) -> None:
             train(args, student, output, variant, with_transfer)
         if has_model(output):
             models[f"student, {name}"] = output
+    for text in args.also:
+        name, _, folder = text.partition("=")
+        if not has_model(Path(folder)):
+            sys.exit(f"--also {text}: no model in {folder}")
+        models[name] = Path(folder)
     rows = measure(args, models)
     if args.save:
         args.save.write_text(json.dumps(rows, indent=2) + "\n")

@@ -122,6 +122,21 @@ def test_two_processes_train_as_one_with_the_same_effective_batch(launcher, tiny
     assert not (two / "checkpoints").exists()
 
 
+def test_two_processes_share_the_teachers_logits_and_distill_as_one(tiny_bert, tmp_path):
+    from qatune.data import load_examples
+
+    one, two, student = tmp_path / "one", tmp_path / "two", tmp_path / "student"
+    qatune("shrink", tiny_bert, "--layers", "1", "-o", student, "--no-speed")
+    flags = ("--model", student, "--teacher", tiny_bert, "--epochs", "2", "--save-every", "0", *TRAIN_FLAGS)
+    qatune("train", TINY_QA, "--output", one, "--batch-size", "4", *flags)
+    launched = on_two_processes("train", TINY_QA, "--output", two, "--batch-size", "2", *flags)
+    said = [line for line in launched.stderr.splitlines() if line.startswith(f"distilling from {tiny_bert}")]
+    assert len(said) == 1 and "(openvino float32, shared by 2 processes)" in said[0]
+    # each window's logits come from one process or the other: OpenVINO gives a window the same
+    # logits in any batch, so both runs learn from the same targets
+    assert_same_training(one, two, load_examples(TINY_QA))
+
+
 def test_two_processes_resume_a_run_as_one_process_does(tiny_bert, tmp_path):
     from qatune.data import load_examples
 

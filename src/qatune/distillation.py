@@ -163,16 +163,17 @@ def check_same_tokenizer(student_tokenizer, teacher_tokenizer, student_name: str
         )
 
 
-def teacher_logits(engine, windows, *, pad_token_id: int, max_length: int) -> TeacherLogits:
+def teacher_logits(engine, windows, *, pad_token_id: int, max_length: int, only=None) -> TeacherLogits:
     """The teacher's logits of every window, computed once by an answering engine
     (`qatune.engines.load_engine`: on a CPU, OpenVINO, in bf16 where the CPU has bf16 units).
 
     bf16 moves a logit by at most ~0.15 against float32 (SQuAD and TyDi QA dev windows); at
     temperature 2 the targets move by half that, and the logits of 3,967 SQuAD windows took 38 s
-    instead of 84-103 s with PyTorch float32 (BENCHMARKS.md, Distillation)."""
+    instead of 84-103 s with PyTorch float32 (BENCHMARKS.md, Distillation). `only`: the windows
+    to compute (the others' arrays are left empty), for processes that share the work."""
     from qatune.inference import window_logits
 
-    starts, ends = window_logits(engine, windows, pad_token_id=pad_token_id, max_length=max_length)
+    starts, ends = window_logits(engine, windows, pad_token_id=pad_token_id, max_length=max_length, only=only)
     return TeacherLogits(starts, ends)
 
 

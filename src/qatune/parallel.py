@@ -67,6 +67,24 @@ class Processes:
             return batch[:1], 0.0
         return mine, mine.size * self.count / batch.size
 
+    def own_part(self, count: int) -> np.ndarray:
+        """The indices of `count` items that this process computes when they share work (one
+        in `self.count`, so that long and short windows spread evenly)."""
+        return np.arange(self.rank, count, self.count)
+
+    def fill_from_all(self, values: list, mine: np.ndarray) -> None:
+        """Each process has filled `values` at its own part (`own_part`): fill in everyone
+        else's, so that every process holds all of them."""
+        if self.count == 1:
+            return
+        import torch.distributed as distributed
+
+        parts: list = [None] * self.count
+        distributed.all_gather_object(parts, [(int(index), values[index]) for index in mine])
+        for part in parts:
+            for index, value in part:
+                values[index] = value
+
     def wait(self) -> None:
         if self.count > 1:
             import torch.distributed as distributed

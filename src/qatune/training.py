@@ -268,7 +268,7 @@ def train(
         )
     dev_windows = cached_windows(dev_examples, tokenizer, args.settings, cache) if dev_examples else None
     windows = _token_ids_only(windows)
-    teacher, states_teacher, layer_map = _teacher(args, model, tokenizer, windows, settings, device, log)
+    teacher, states_teacher, layer_map = _teacher(args, model, tokenizer, windows, settings, device, processes, log)
     _release_free_memory()
 
     global_batch = args.batch_size * processes.count  # dealt out among the processes
@@ -525,7 +525,9 @@ def _release_free_memory() -> None:
         pass
 
 
-def _teacher(args: TrainingArguments, student, tokenizer, windows: Windows, settings: QASettings, device, log):
+def _teacher(
+    args: TrainingArguments, student, tokenizer, windows: Windows, settings: QASettings, device, processes: Processes, log
+):
     """With a teacher: its logits of every training window (computed once, before training) and,
     for hidden-state distillation, the teacher itself, kept to give its states batch by batch,
     with the teacher layer each student layer learns. (None, None, None) without one."""
@@ -544,10 +546,17 @@ def _teacher(args: TrainingArguments, student, tokenizer, windows: Windows, sett
         locate_model(args.teacher), teacher_tokenizer, device=str(device), bf16=args.bf16,
         trust_remote_code=args.trust_remote_code,
     )
-    logits = teacher_logits(engine, windows, pad_token_id=tokenizer.pad_token_id or 0, max_length=settings.max_seq_length)
+    # each process computes its part of the windows, then all of them are exchanged
+    mine = processes.own_part(len(windows))
+    logits = teacher_logits(
+        engine, windows, pad_token_id=tokenizer.pad_token_id or 0, max_length=settings.max_seq_length, only=mine
+    )
+    processes.fill_from_all(logits.starts, mine)
+    processes.fill_from_all(logits.ends, mine)
+    shared = f", shared by {processes.count} processes" if processes.count > 1 else ""
     log(
         f"distilling from {args.teacher}: its logits of {len(windows)} training windows computed in "
-        f"{time.perf_counter() - started:.1f} s ({engine.name} {engine.precision}); loss = {args.distill_alpha:g} * gold + "
+        f"{time.perf_counter() - started:.1f} s ({engine.name} {engine.precision}{shared}); loss = {args.distill_alpha:g} * gold + "
         f"{1 - args.distill_alpha:g} * {args.distill_temperature:g}^2 * KL(teacher || student) at temperature "
         f"{args.distill_temperature:g}"
     )

@@ -62,7 +62,7 @@ class Processes:
             >>> Processes(2, 1).share(np.array([7, 8, 9]))
             (array([8]), 0.6666666666666666)
         """
-        mine = batch[self.rank :: self.count]
+        mine = batch[self.own_part(batch.size)]
         if mine.size == 0:
             return batch[:1], 0.0
         return mine, mine.size * self.count / batch.size

@@ -38,7 +38,7 @@ from pathlib import Path
 
 
 from squad_v1 import answerable, read_squad, score
-from timing import summary_line, throughput_and_latency
+from timing import serve_passes, summary_line, throughput_and_latency
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     precision.add_argument("--bf16", action="store_true", help="bf16 even where the CPU has no bf16 units")
     parser.add_argument("--load-only", action="store_true",
                         help="load (convert and cache) the model, record load time and engine, stop")
+    parser.add_argument("--serve-passes", action="store_true",
+                        help="after loading and one untimed pass, answer timed passes on request "
+                             "(stdin/stdout, for paired_answering.py) instead of writing a result")
     parser.add_argument("--output", type=Path, required=True, help="result JSON to write")
     args = parser.parse_args(argv)
     for name in ("batch_size", "latency_questions"):
@@ -80,6 +83,26 @@ def latencies_ms(model, examples) -> list[float]:
         model.ask(example.question, example.context)
         times.append(1000 * (time.perf_counter() - started))
     return times
+
+
+def engine_alone(model, examples, batch_size: int):
+    """A function timing the model's engine alone over the examples' windows (cut here, once):
+    what a pass costs without tokenizing, decoding or re-checking close calls. None for a
+    qatune without engines."""
+    try:
+        from qatune.features import make_windows
+        from qatune.inference import window_logits
+    except ImportError:
+        return None
+    windows = make_windows(examples, model.tokenizer, model.settings)
+    padding = {"pad_token_id": model.tokenizer.pad_token_id or 0, "max_length": model.settings.max_seq_length}
+
+    def timed() -> float:
+        started = time.perf_counter()
+        window_logits(model.engine, windows, batch_size=batch_size, **padding)
+        return time.perf_counter() - started
+
+    return timed
 
 
 NO_ENGINES = 3  # exit code: this qatune cannot answer with the engine asked for
@@ -128,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     if not examples:
         raise SystemExit(f"{args.data}: no question to answer")
     model.ask(examples[0].question, examples[0].context)  # warm-up, untimed
+    if args.serve_passes:
+        answer_all(model, examples, args.batch_size)  # every batch shape seen before the timed passes
+        serve_passes(lambda: answer_all(model, examples, args.batch_size), len(examples), engine["precision"],
+                     engine_alone(model, examples, args.batch_size))
+        return 0
 
     predictions, batched_s = answer_all(model, examples, args.batch_size)
     single = latencies_ms(model, examples[: args.latency_questions])

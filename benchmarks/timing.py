@@ -29,3 +29,42 @@ def summary_line(result: dict, setting: str, output) -> str:
             f"questions/s ({setting}); one at a time p50 {result['single']['p50_ms']:.0f} ms, "
             f"p95 {result['single']['p95_ms']:.0f} ms; EM {result['dev']['exact_match']:.1f} "
             f"F1 {result['dev']['f1']:.1f} -> {output}")
+
+
+# Worker side of paired rounds (`paired_answering.py`). Replies carry this prefix, so that
+# anything else a library prints on stdout is told apart from them.
+REPLY = "paired-pass "
+
+
+def serve_passes(answer_all, questions: int, precision: str, engine_alone=None, commands=None, replies=None) -> None:
+    """Answer timed passes on request.
+
+    Announces `ready {"questions": N, "precision": P, "engine_alone": true|false}` (P: the number
+    format its engine computes in), then takes one command a line:
+    - "pass": one pass over all the questions (`answer_all()` returns the answers, id -> text,
+      and its seconds); replies with the seconds;
+    - "engine": the engine alone over the same windows, cut beforehand, with no decoding and no
+      re-check (`engine_alone()` returns its seconds; only where given): the most any pass of
+      this engine could gain from the rest; replies with the seconds;
+    - "answers": replies with the last pass's answers as JSON.
+    The end of the input ends the worker."""
+    import json
+    import sys
+
+    commands = sys.stdin if commands is None else commands
+    replies = sys.stdout if replies is None else replies
+    ready = {"questions": questions, "precision": precision, "engine_alone": engine_alone is not None}
+    print(REPLY + "ready " + json.dumps(ready), file=replies, flush=True)
+    answers: dict[str, str] = {}
+    for line in commands:
+        command = line.strip()
+        if command == "pass":
+            answers, seconds = answer_all()
+            print(f"{REPLY}{seconds:.6f}", file=replies, flush=True)
+        elif command == "engine" and engine_alone is not None:
+            print(f"{REPLY}{engine_alone():.6f}", file=replies, flush=True)
+        elif command == "answers":
+            print(REPLY + json.dumps(answers, ensure_ascii=True), file=replies, flush=True)
+        else:
+            raise SystemExit(f"unknown command {command!r}: this worker takes 'pass', "
+                             + ("'engine', " if engine_alone is not None else "") + "or 'answers'")

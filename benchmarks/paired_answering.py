@@ -65,6 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for text in args.also:
         if "=" not in text:
             parser.error(f"--also {text!r}: write NAME=FOLDER")
+    if not args.reference_python.is_file():
+        parser.error(f"--reference-python {args.reference_python}: no such file; create the pipeline's "
+                     "environment first: PYTHON=$(command -v python) bash benchmarks/setup_reference_env.sh")
     return args
 
 

@@ -101,3 +101,9 @@ def test_each_row_is_held_against_the_peak_of_its_own_number_format():
     assert rows[0]["achieved_flops"] == pytest.approx(500e9)
     assert rows[0]["mfu"] == {"peak": "bf16", "share": pytest.approx(0.25)}
     assert rows[1]["mfu"] == {"peak": "int8", "share": pytest.approx(0.1)}
+
+
+def test_a_missing_pipeline_environment_is_named_with_the_way_to_make_it(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        paired_answering.parse_args(["--model", "m", "--data", "d.json", "--reference-python", str(tmp_path / "nope")])
+    assert "setup_reference_env.sh" in capsys.readouterr().err

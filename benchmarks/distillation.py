@@ -163,18 +163,13 @@ def answering_speed(models: dict[str, Path], dev: Path, engine: str, repeats: in
     import random
 
     from qatune.data import load_examples
-    from qatune.inference import QAModel, make_windows, window_logits
+    from qatune.inference import ANSWER_BATCH_SIZE, QAModel
+    from qatune_inference import engine_alone
 
     examples = load_examples(dev)
     loaded = {name: QAModel.from_pretrained(path, engine=engine) for name, path in models.items()}
-    windows = {name: make_windows(examples, model.tokenizer, model.settings) for name, model in loaded.items()}
-
-    def engine_pass(name: str) -> None:
-        model = loaded[name]
-        window_logits(model.engine, windows[name], pad_token_id=model.tokenizer.pad_token_id or 0,
-                      max_length=model.settings.max_seq_length)
-
-    passes = {"end_to_end": lambda name: loaded[name].predict(examples), "engine_only": engine_pass}
+    engine_passes = {name: engine_alone(model, examples, ANSWER_BATCH_SIZE) for name, model in loaded.items()}
+    passes = {"end_to_end": lambda name: loaded[name].predict(examples), "engine_only": lambda name: engine_passes[name]()}
     for name in loaded:
         for measure_pass in passes.values():
             measure_pass(name)

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 import qatune.engines as engines
+from qatune import inference
+from qatune.engines import openvino_engine
 from qatune.batching import pad_windows
 from qatune.data import load_examples
 from qatune.engines.openvino_engine import OpenVinoEngine
@@ -123,6 +125,45 @@ def test_an_int8_openvino_export_rechecks_its_close_calls_in_float32(tiny_bert, 
     assert model.engine.precision == "int8" and model.engine.recheck_margin == card["quantization"]["recheck_margin"]
     assert model.engine.float32() is not None and model.engine.float32().precision == "float32"
     assert len(model.predict(examples)) == len(examples)
+
+
+@pytest.mark.parametrize("bf16_native", [True, False])
+def test_int8_close_calls_go_to_bf16_where_it_is_native_and_its_close_calls_to_float32(
+    bf16_native, tiny_bert, tmp_path, examples, monkeypatch
+):
+    pytest.importorskip("nncf")
+    folder = export_model(tiny_bert, tmp_path / "int8", format="openvino", quantize="int8", calibration=examples).parent
+    exact = QAModel.from_pretrained(tiny_bert, engine="openvino", bf16=False).predict(examples, top_k=2)
+    monkeypatch.setattr(openvino_engine, "bf16_is_native", lambda: bf16_native)
+    model = QAModel.from_pretrained(folder)
+    # the tiny model's int8 may change none of its calibration answers (margin 0): widen the margin
+    # so that most of its questions are close calls
+    model.engine.recheck_margin = 0.3
+    calls, window_logits = [], inference.window_logits
+
+    def spy(answering, *args, **kwargs):
+        calls.append((answering.precision, kwargs.get("only")))
+        return window_logits(answering, *args, **kwargs)
+
+    monkeypatch.setattr(inference, "window_logits", spy)
+    answers = model.predict(examples, top_k=2)
+
+    chain = ["int8", "bf16", "float32"] if bf16_native else ["int8", "float32"]
+    assert [engine.precision for engine in [model.engine, *inference._rechecks(model.engine)]] == chain
+    assert model.engine.describe() == (
+        "openvino int8, close calls re-checked in bf16 (and theirs in float32)" if bf16_native
+        else "openvino int8, close calls re-checked in float32"
+    )
+    # each engine of the chain answered only (some of) the windows the one before it re-checked
+    assert [precision for precision, _ in calls] == chain, "the tiny random model should have close calls at every step"
+    windows = make_windows(examples, model.tokenizer, model.settings)
+    asked = [set(range(len(windows))) if only is None else set(only.tolist()) for _, only in calls]
+    assert all(later <= earlier for earlier, later in zip(asked, asked[1:]))
+    if bf16_native:  # float32 answers only bf16's own close calls, far fewer than int8's
+        assert len(asked[2]) < len(asked[1])
+    # whatever was re-checked ends as float32 answers it (bf16 can only flip answers within its own margin)
+    rechecked = sorted({int(windows.example_index[w]) for w in asked[1]})
+    assert [answers[i].answers[0].text for i in rechecked] == [exact[i].answers[0].text for i in rechecked]
 
 
 def test_engine_names_and_devices_are_checked(tiny_bert, tmp_path, monkeypatch):

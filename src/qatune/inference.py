@@ -145,10 +145,9 @@ class QAModel:
         # the first real question runs at full speed: the engine (and the float32 one that
         # re-checks its close calls) has prepared itself
         model.ask("Warm-up?", "A first question sets the engine up.")
-        exact = answering.float32() if answering.recheck_margin > 0 else None
-        if exact is not None:
-            window = make_windows([Example(id="warm-up", question="Warm-up?", context="Ready.")], tokenizer, settings)
-            window_logits(exact, window, pad_token_id=tokenizer.pad_token_id or 0, max_length=settings.max_seq_length)
+        window = make_windows([Example(id="warm-up", question="Warm-up?", context="Ready.")], tokenizer, settings)
+        for checker in _rechecks(answering):
+            window_logits(checker, window, pad_token_id=tokenizer.pad_token_id or 0, max_length=settings.max_seq_length)
         return model
 
     @property
@@ -245,21 +244,23 @@ class QAModel:
         starts, ends = window_logits(self.engine, windows, batch_size=batch_size, **padding)
         ranked = max(top_k, 2)  # the runner-up tells a close call
         decoded = decode_examples(examples, windows, starts, ends, self.settings, top_k=ranked)
-        exact = self.engine.float32() if self.engine.recheck_margin > 0 else None
-        if exact is not None:
+        # less than float32 moves logits a little: where that could flip the answer, ask again,
+        # in float32 or in a precision that re-checks its own close calls in turn (int8 -> bf16 -> float32)
+        answered_by, candidates = self.engine, range(len(decoded))
+        for checker in _rechecks(self.engine):
             # the margin is a log-ratio of logits' noise; scores divided by the temperature shrink it alike
-            margin = self.engine.recheck_margin / self.settings.temperature
-            threshold = self.settings.null_threshold
-            close = [i for i, d in enumerate(decoded) if _close_call(d, threshold, margin)]
-            if close:
-                # less than float32 moves logits a little: where that could flip the answer, ask again in float32.
-                redo = np.flatnonzero(np.isin(windows.example_index, close))
-                exact_starts, exact_ends = window_logits(exact, windows, batch_size=batch_size, only=redo, **padding)
-                for window in redo:
-                    starts[window], ends[window] = exact_starts[window], exact_ends[window]
-                redecoded = decode_examples(examples, windows, starts, ends, self.settings, top_k=ranked, only=close)
-                for i, answer in zip(close, redecoded):
-                    decoded[i] = answer
+            margin = answered_by.recheck_margin / self.settings.temperature
+            close = [i for i in candidates if _close_call(decoded[i], self.settings.null_threshold, margin)]
+            if not close:
+                break
+            redo = np.flatnonzero(np.isin(windows.example_index, close))
+            checked_starts, checked_ends = window_logits(checker, windows, batch_size=batch_size, only=redo, **padding)
+            for window in redo:
+                starts[window], ends[window] = checked_starts[window], checked_ends[window]
+            redecoded = decode_examples(examples, windows, starts, ends, self.settings, top_k=ranked, only=close)
+            for i, answer in zip(close, redecoded):
+                decoded[i] = answer
+            answered_by, candidates = checker, close
         return [Decoded(d.answers[:top_k], d.null_prob) for d in decoded]
 
     def evaluate(
@@ -325,6 +326,14 @@ def _take(windows: Windows, picked, example_index: np.ndarray) -> Windows:
         example_index=example_index,
         truncated_questions=windows.truncated_questions,
     )
+
+
+def _rechecks(engine: Engine) -> Iterator[Engine]:
+    """The engines that answer close calls again, in turn: each one re-checks the close calls
+    of the one before it (e.g. int8 -> bf16 -> float32)."""
+    while engine.recheck_margin > 0 and (checker := engine.rechecker()) is not None and checker is not engine:
+        yield checker
+        engine = checker
 
 
 def _close_call(decoded: Decoded, null_threshold: float, margin: float) -> bool:

@@ -7,7 +7,8 @@ windows or decoding: `qatune.inference.QAModel` does that, the same way for ever
 
 An engine that computes in less than float32 (bf16, int8) moves logits by a little. Where
 two answers are closer than `recheck_margin` (a log-probability ratio), `QAModel` asks its
-`float32()` twin again, so that such an engine gives the answers float32 gives.
+`rechecker()` again: its `float32()` twin, or for int8 where bf16 is native a bf16 twin whose own
+close calls go on to float32, so that such an engine gives the answers float32 gives.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ class Engine(ABC):
 
     name: str = ""  # "torch", "onnx" or "openvino"
     precision: str = "float32"  # one of PRECISIONS
-    recheck_margin: float = 0.0  # > 0: close calls within this log-ratio are asked again in float32
+    recheck_margin: float = 0.0  # > 0: close calls within this log-ratio are asked again
+    recheck_in: str = "float32"  # the precision of `rechecker()`
     # Whether a window's logits are the same to the bit whatever else is in its batch (other
     # windows, more padding). The server batches different callers' windows together only then,
     # so that batching never changes an answer.
@@ -48,11 +50,18 @@ class Engine(ABC):
         engine has no float32 form (an int8 export without its float32 graph)."""
         return self if self.precision == "float32" else None
 
+    def rechecker(self) -> "Engine | None":
+        """The engine that answers this one's close calls again (None: none does). If it
+        re-checks close calls too, `QAModel` asks its own rechecker in turn."""
+        return self.float32() if self.recheck_margin > 0 else None
+
     def describe(self) -> str:
         """A short text for logs and `--json`, e.g. 'openvino bf16, close calls re-checked in float32'."""
         text = f"{self.name} {self.precision}"
         if self.recheck_margin > 0:
-            text += ", close calls re-checked in float32"
+            text += f", close calls re-checked in {self.recheck_in}"
+            if self.recheck_in != "float32":
+                text += " (and theirs in float32)"
         return text
 
     def to_dict(self) -> dict:

@@ -40,7 +40,8 @@ class OpenVinoEngine(Engine):
     model: an `openvino.Model`, or the path of a model.xml. precision: "float32" or "bf16" for a
     float model (bf16 answers are re-checked in float32 where close); "int8" for a quantized
     one, whose other operations run in float32 and whose close calls `float32_model` (a path
-    or model) re-checks when given.
+    or model) re-checks when given: in bf16 where bf16 is native (and bf16's own close calls in
+    float32), else in float32.
 
         >>> engine = OpenVinoEngine("./qatune-openvino/model.xml", precision="float32")  # doctest: +SKIP
         >>> engine.logits({"input_ids": ids, "attention_mask": mask})[0].dtype              # doctest: +SKIP
@@ -75,6 +76,10 @@ class OpenVinoEngine(Engine):
         self.float32_model = float32_model
         if precision == "int8" and float32_model is not None:
             self.recheck_margin = recheck_margin
+            # in bf16 first where bf16 is native (its own close calls go on to float32): int8
+            # re-checks about 40% of the questions, and bf16 answers them 2x to 3x as fast
+            self.recheck_in = "bf16" if bf16_is_native() else "float32"
+        self._rechecker: OpenVinoEngine | None = None
         self.where = where
         self.threads = threads
         self.head = _split_head(graph) if precision == "bf16" else None
@@ -101,6 +106,14 @@ class OpenVinoEngine(Engine):
             if exact is not None:
                 self._float32 = OpenVinoEngine(exact, precision="float32", where=self.where, threads=self.threads)
         return self._float32
+
+    def rechecker(self) -> "Engine | None":
+        if self.recheck_margin <= 0 or self.recheck_in == "float32":
+            return super().rechecker()
+        if self._rechecker is None:
+            self._rechecker = OpenVinoEngine(self.float32_model, precision="bf16", where=self.where, threads=self.threads)
+            self.recheck_in = self._rechecker.precision  # float32 where no head could be kept in float32
+        return self._rechecker
 
     def logits(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         feeds = check_inputs(self, inputs, self.where)

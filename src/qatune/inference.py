@@ -142,12 +142,14 @@ class QAModel:
             source, tokenizer, engine=engine, device=device, bf16=bf16, trust_remote_code=trust_remote_code
         )
         model = cls(answering, tokenizer, settings)
-        # the first real question runs at full speed: the engine (and the float32 one that
-        # re-checks its close calls) has prepared itself
+        # the first real question runs at full speed: the engine (and those that re-check its
+        # close calls) has prepared itself
         model.ask("Warm-up?", "A first question sets the engine up.")
-        window = make_windows([Example(id="warm-up", question="Warm-up?", context="Ready.")], tokenizer, settings)
-        for checker in _rechecks(answering):
-            window_logits(checker, window, pad_token_id=tokenizer.pad_token_id or 0, max_length=settings.max_seq_length)
+        checkers = list(_rechecks(answering))
+        if checkers:
+            window = make_windows([Example(id="warm-up", question="Warm-up?", context="Ready.")], tokenizer, settings)
+            for checker in checkers:
+                window_logits(checker, window, pad_token_id=tokenizer.pad_token_id or 0, max_length=settings.max_seq_length)
         return model
 
     @property

@@ -308,12 +308,18 @@ def test_word_offsets_cover_the_whole_word_of_each_token(tokenizer):
     assert {context[a:b] for a, b in words.tolist() if a >= 0} == {context[a:b] for a, b in word_spans}
 
 
-def test_a_word_cut_by_a_window_border_keeps_its_part_in_the_window(tokenizer):
+def test_a_word_cut_by_a_window_border_is_whole_in_every_window(tokenizer):
     context = "qwzxvqwzxv " * 3  # each word is ten one-letter tokens
     settings = QASettings(max_seq_length=16, doc_stride=4, max_question_length=4)
-    windows = make_windows([example(context=context)], tokenizer, settings)
-    assert len(windows) > 1
-    for offsets, words in zip(windows.offsets, windows.word_offsets):
+    contexts = [context, "Short one.", context]  # windows of one example widen only its own words
+    windows = make_windows([example(context=text) for text in contexts], tokenizer, settings)
+    cut = 0
+    for window, example_index in enumerate(windows.example_index.tolist()):
+        word_spans = [m.span() for m in re.finditer(r"\w+|[^\w\s]", contexts[example_index])]
+        offsets, words = windows.offsets[window], windows.word_offsets[window]
         inside = offsets[:, 0] >= 0
-        first, last = offsets[inside][0], offsets[inside][-1]
-        assert words[inside][:, 0].min() == first[0] and words[inside][:, 1].max() == last[1]
+        for (start, _), span in zip(offsets[inside].tolist(), words[inside].tolist()):
+            assert tuple(span) == next(s for s in word_spans if s[0] <= start < s[1])
+        # the border really cuts a word here: its span reaches past the window's own characters
+        cut += words[inside][:, 0].min() < offsets[inside][0, 0] or words[inside][:, 1].max() > offsets[inside][-1, 1]
+    assert cut > 0

@@ -11,8 +11,8 @@ A window that does not hold the whole answer, and every window of an unanswerabl
 points at the CLS token (index 0).
 
 Each window also keeps, per token, the character span of the whole word the token belongs to
-(the tokenizer's pre-tokenized word, cut to the window), so that decoding can give whole words
-("troughs", not the sub-word "trough").
+(the tokenizer's pre-tokenized word, whole even where a window's border cuts it), so that
+decoding can give whole words ("troughs", not the sub-word "trough").
 """
 
 from __future__ import annotations
@@ -129,19 +129,22 @@ def make_windows(examples: Sequence[Example], tokenizer, settings: QASettings) -
         padding=False,
     )
     use_token_types = "token_type_ids" in tokenizer.model_input_names and "token_type_ids" in encoded
-    input_ids, token_types, offsets, word_offsets = [], [], [], []
+    input_ids, token_types, offsets, word_offsets, words = [], [], [], [], []
     for index, ids in enumerate(encoded["input_ids"]):
         input_ids.append(np.asarray(ids, dtype=np.int64))
         if use_token_types:
             token_types.append(np.asarray(encoded["token_type_ids"][index], dtype=np.int64))
         offsets.append(_context_offsets(encoded["offset_mapping"][index], encoded.sequence_ids(index)))
-        word_offsets.append(_word_offsets(offsets[-1], encoded.word_ids(index)))
+        words.append(_word_ids(encoded.word_ids(index)))
+        word_offsets.append(_word_offsets(offsets[-1], words[-1]))
+    example_index = np.asarray(encoded["overflow_to_sample_mapping"], dtype=np.int64)
+    _widen_to_whole_words(word_offsets, words, example_index)
     return Windows(
         input_ids=input_ids,
         token_type_ids=token_types if use_token_types else None,
         offsets=offsets,
         word_offsets=word_offsets,
-        example_index=np.asarray(encoded["overflow_to_sample_mapping"], dtype=np.int64),
+        example_index=example_index,
         truncated_questions=truncated,
     )
 
@@ -223,13 +226,17 @@ def _context_offsets(offset_mapping, sequence_ids) -> np.ndarray:
     return offsets
 
 
-def _word_offsets(offsets: np.ndarray, word_ids: list[int | None]) -> np.ndarray:
+def _word_ids(word_ids: list[int | None]) -> np.ndarray:
+    """The tokenizer's word ids, -1 for tokens of no word (special tokens)."""
+    return np.fromiter((-1 if word is None else word for word in word_ids), dtype=np.int64, count=len(word_ids))
+
+
+def _word_offsets(offsets: np.ndarray, words: np.ndarray) -> np.ndarray:
     """Per token, the span from its word's first to its word's last token in this window.
 
     The tokens of one word are consecutive, so a word is a run of context tokens with the
     same word id; tokens without a word id (special tokens) are words of their own.
     """
-    words = np.fromiter((-1 if word is None else word for word in word_ids), dtype=np.int64, count=len(offsets))
     is_context = offsets[:, 0] != NOT_CONTEXT
     # A run starts where the word id changes, or where context starts or stops.
     run_start = np.ones(len(offsets), dtype=bool)
@@ -240,6 +247,31 @@ def _word_offsets(offsets: np.ndarray, word_ids: list[int | None]) -> np.ndarray
     spans = np.stack([offsets[firsts[run], 0], offsets[lasts[run], 1]], axis=1).astype(np.int32)
     spans[~is_context] = NOT_CONTEXT
     return spans
+
+
+def _widen_to_whole_words(word_offsets: list[np.ndarray], words: list[np.ndarray], example_index: np.ndarray) -> None:
+    """Widen, in place, every word span to the whole word in its context: a word that a
+    window's border cuts keeps its other part in the neighbouring window, and an answer aligned
+    to words must never be that part alone. Word ids number the words of one context, the same
+    in each of its windows."""
+    # the windows of one example are consecutive; only examples of several windows have borders
+    bounds = np.flatnonzero(np.diff(example_index, prepend=-1, append=-1) != 0)
+    for begin, end in zip(bounds[:-1], bounds[1:]):
+        if end - begin < 2:
+            continue
+        group = range(begin, end)
+        held = [(word_offsets[w][:, 0] != NOT_CONTEXT) & (words[w] >= 0) for w in group]
+        ids = np.concatenate([words[w][mask] for w, mask in zip(group, held)])
+        if len(ids) == 0:
+            continue
+        spans = np.concatenate([word_offsets[w][mask] for w, mask in zip(group, held)])
+        first = np.full(ids.max() + 1, np.iinfo(np.int32).max, dtype=np.int32)
+        last = np.full(ids.max() + 1, -1, dtype=np.int32)
+        np.minimum.at(first, ids, spans[:, 0])
+        np.maximum.at(last, ids, spans[:, 1])
+        for w, mask in zip(group, held):
+            word_offsets[w][mask, 0] = first[words[w][mask]]
+            word_offsets[w][mask, 1] = last[words[w][mask]]
 
 
 def _cut_questions(questions: list[str], tokenizer, settings: QASettings) -> tuple[list[str], int]:
@@ -307,8 +339,12 @@ def _make_windows_in_chunks(examples: Sequence[Example], tokenizer, settings: QA
     )
 
 
+# What cached windows hold changed: word spans were cut to their window before format 2.
+WINDOWS_FORMAT = b"windows 2: word spans whole across window borders"
+
+
 def _cache_key(examples: Sequence[Example], tokenizer, settings: QASettings) -> str:
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(WINDOWS_FORMAT)
     digest.update(json.dumps(settings.to_dict(), sort_keys=True).encode())
     # The backend's truncation and padding are left over from its last call: not part of the key.
     backend = json.loads(tokenizer.backend_tokenizer.to_str())

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from qatune.data import Example, GoldAnswer, load_examples
+from qatune.decoding import decode
 from qatune.errors import SettingsError
-from qatune.features import NOT_CONTEXT, _save_windows, cached_windows, label_windows, make_windows
+from qatune.features import NOT_CONTEXT, _context_offsets, _save_windows, cached_windows, label_windows, make_windows
 from qatune.modeling import load_tokenizer
 from qatune.settings import QASettings
 
@@ -323,3 +324,50 @@ def test_a_word_cut_by_a_window_border_is_whole_in_every_window(tokenizer):
         # the border really cuts a word here: its span reaches past the window's own characters
         cut += words[inside][:, 0].min() < offsets[inside][0, 0] or words[inside][:, 1].max() > offsets[inside][-1, 1]
     assert cut > 0
+
+
+# NFD text: "e" + COMBINING ACUTE ACCENT. The tiny tokenizer lower-cases and so strips accents:
+# its own offsets for "jose" end before the mark.
+NFD_CONTEXTS = ["The cup went to Jose\u0301", "Jose\u0301 won the cup in 1998."]
+
+
+def nfd_example(context: str) -> Example:
+    return example(GoldAnswer("Jose\u0301", context.index("Jose")), context=context)
+
+
+@pytest.mark.parametrize("context", NFD_CONTEXTS)  # at the window's end, and inside it
+def test_an_answer_ending_in_a_combining_mark_is_labelled_whole(tokenizer, context):
+    windows, items, texts = labelled_texts([nfd_example(context)], tokenizer, QASettings())
+    assert items.answers_outside == 0
+    assert texts == [(0, "Jose\u0301")]
+    assert windows.offsets[0][items.end[0], 1] == nfd_example(context).answers[0].end
+
+
+@pytest.mark.parametrize("spans", ["offsets", "word_offsets"])
+def test_a_decoded_word_keeps_its_final_combining_mark(tokenizer, spans):
+    context = NFD_CONTEXTS[1]
+    windows = make_windows([nfd_example(context)], tokenizer, QASettings())
+    offsets = getattr(windows, spans)[0]
+    tokens = tokenizer.convert_ids_to_tokens(windows.input_ids[0].tolist())
+    first = tokens.index("[SEP]") + 1
+    assert tokens[first : first + 4] == ["j", "##o", "##s", "##e"]  # the logits peak on j .. e
+    start, end = np.zeros(len(offsets)), np.zeros(len(offsets))
+    start[first], end[first + 3] = 10.0, 10.0
+    (best, *_) = decode(context, [start], [end], [offsets]).answers
+    assert (best.text, best.start, best.end) == ("Jose\u0301", 0, 5)
+
+
+@pytest.mark.parametrize("context", [CONTEXT, "Jos\u00e9 M\u00fcller won in Z\u00fcrich, \u65e5\u672c \u00e9t\u00e9."])
+def test_offsets_without_combining_marks_are_the_tokenizers_own(tokenizer, context):
+    windows = make_windows([example(context=context)], tokenizer, QASettings())
+    encoded = tokenizer("Who won?", context, return_offsets_mapping=True)
+    own = [span for span, sequence in zip(encoded["offset_mapping"], encoded.sequence_ids()) if sequence == 1]
+    offsets = windows.offsets[0]
+    assert offsets[offsets[:, 0] != NOT_CONTEXT].tolist() == [list(span) for span in own]
+
+
+def test_a_combining_mark_that_a_token_covers_itself_is_left_to_it():
+    # A tokenizer that keeps marks may give one its own token: "e" is not widened over it.
+    context = "Jose\u0301 x"
+    offsets = _context_offsets([(0, 0), (0, 4), (4, 5), (6, 7), (0, 0)], [None, 1, 1, 1, None], context)
+    assert offsets.tolist() == [[-1, -1], [0, 4], [4, 5], [6, 7], [-1, -1]]

@@ -75,7 +75,10 @@ def robust_null_threshold(examples: Sequence[Example], decoded: Sequence[Decoded
     f1_if_not = {example.id: float(not example.answers) for example in examples}
     # Walk up the distinct no-answer probabilities, answering everything at or below each.
     order = sorted(na_probs, key=na_probs.__getitem__)
-    current = best = sum(f1_if_not.values())
+    current = sum(f1_if_not.values())
+    # Answering nothing needs a threshold below the lowest probability, which no threshold in
+    # [0, 1] is when that probability is 0.0 (an underflow): then it is not a choice at all.
+    best = current if na_probs[order[0]] > 0 else -math.inf
     best_index, levels = -1, []
     for index, (level, group) in enumerate(groupby(order, key=na_probs.__getitem__)):
         current += sum(f1_if_answered[qid] - f1_if_not[qid] for qid in group)

@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -802,9 +803,27 @@ def test_a_file_with_errors_qatune_cannot_repair_is_refused(tmp_path):
     before = path.read_bytes()
     _, report = read_dataset(path)  # what `qatune validate` says with its default --on-error repair
     assert not report.ok and "found it nowhere" in report.errors[0].message
-    with pytest.raises(DataError, match="qatune validate"):
+    with pytest.raises(DataError, match="qatune validate") as refused:
         create_app(path)
     assert path.read_bytes() == before and leftovers(tmp_path, "broken.json") == []
+    # the problem with its place, and no advice annotate cannot follow (it has no --on-error)
+    assert "found it nowhere" in str(refused.value) and "data[0].paragraphs[0].qas[0]" in str(refused.value)
+    assert "--on-error" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "name, text, said",
+    [("broken.json", '{"data": [', "syntax error at line 1"), ("table.csv", "a,b\n1,2\n", "named as a table")],
+)
+def test_a_file_that_cannot_be_read_is_named_as_the_user_gave_it(tmp_path, name, text, said):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError) as refused:
+        create_app(path)
+    message = str(refused.value)
+    assert message.startswith(f"{path}:") and said in message
+    assert tempfile.gettempdir() not in message.replace(str(tmp_path), "")  # not a temporary copy's path
+    assert path.read_text(encoding="utf-8") == text and leftovers(tmp_path, name) == []
 
 
 def test_a_file_needing_repairs_opens_and_says_what_was_repaired(tmp_path):

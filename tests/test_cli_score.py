@@ -240,7 +240,7 @@ def test_format_names_the_layout_of_the_data(tmp_path, data):
     expect_error(
         qatune("score", data, predictions, "--format", "paragraphs"),
         f"{data}: expected a JSON list of paragraphs for the paragraphs layout, found a JSON "
-        'object with keys "version", "data"; check --format (format=...), or leave it out to '
+        'object with keys "version", "data"; check --format (format= in Python), or leave it out to '
         "detect the layout",
     )
 

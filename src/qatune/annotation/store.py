@@ -89,14 +89,18 @@ class AnnotationStore:
             copy_of_original.parent.mkdir()
             copy_of_original.write_bytes(original)
             fixed = Path(folder) / self.source.name
-            examples, report, written = write_fixed(copy_of_original, fixed, format=format)
+            try:
+                examples, report, written = write_fixed(copy_of_original, fixed, format=format)
+            except DataError as error:  # it names the copy: name the user's file
+                raise DataError(str(error).replace(str(copy_of_original), str(self.source))) from None
             if not written and _only_no_questions(report):  # paragraphs but no question yet: as it is
                 fixed.write_bytes(original)
                 written = True
             if not written:
+                problems = "\n".join(report.problem_lines(10))  # without validate's --on-error hints
                 raise DataError(
-                    f"{self.source}: cannot annotate a file with errors qatune cannot repair:\n"
-                    f"{report.summary().replace(str(copy_of_original), str(self.source))}\n"
+                    f"{self.source}: cannot annotate a file with errors qatune cannot repair "
+                    f"({len(report.errors)} errors):\n{problems}\n"
                     f"fix them (`qatune validate {self.source}` lists them with their places), then start again"
                 )
             if report.layout == "squad":

@@ -319,7 +319,7 @@ class _Reader:
             problem = _text_problem(raw.text, 'a non-empty answer "text"', _TEXT_FIX)
             if problem:
                 problems.append(Problem(raw.place, problem))
-            problem = _start_problem(raw.start, len(context))
+            problem = _start_problem(raw.start)
             if problem:
                 problems.append(Problem(raw.start_place, problem))
         if problems:

@@ -16,12 +16,14 @@ from qatune.errors import DataError, SettingsError
 
 FORMATS = ("auto", "squad", "paragraphs", "records")
 POLICIES = ("repair", "strict", "skip")
+_LAYOUT_HELP_RECORDS = '{"id", "question", "context", "answers": {"text": [...], "answer_start": [...]}}'
 _LAYOUT_HELP = (
     'squad ({"data": [{"title", "paragraphs": [{"context", "qas": [...]}]}]}), '
     'paragraphs ([{"context", "qas": [{"question", "answers"}]}]) or '
-    'records (JSON Lines or a list of {"id", "question", "context", '
-    '"answers": {"text": [...], "answer_start": [...]}})'
+    f"records (JSON Lines or a list of {_LAYOUT_HELP_RECORDS})"
 )
+# Spreadsheet exports: named in the error, since a JSON syntax error alone would puzzle their users.
+_TABLE_SUFFIXES = (".csv", ".tsv", ".xlsx", ".xls")
 
 
 def read_dataset(
@@ -119,6 +121,11 @@ def _parse(text: str, path: Path) -> tuple[Any, list[str] | None]:
     except json.JSONDecodeError as error:
         if error.msg == "Extra data" and _first_line_is_object(text):
             return _parse_jsonl(text, path)
+        if path.suffix.lower() in _TABLE_SUFFIXES:
+            raise DataError(
+                f"{path}: expected JSON or JSON Lines, found a file named as a table ({path.suffix}), which "
+                f"qatune does not read; write one question per line as JSON Lines ({_LAYOUT_HELP_RECORDS})"
+            ) from None
         raise DataError(
             f"{path}: expected valid JSON, found a syntax error at line {error.lineno}, column "
             f"{error.colno} ({error.msg}); fix the JSON there"
@@ -170,7 +177,7 @@ def _detect_layout(value: Any, jsonl: bool, path: Path) -> str:
     raise DataError(
         f"{path}: cannot tell the layout of this file: expected {_LAYOUT_HELP}, found "
         f"{_describe_top(value)}; convert the file to one of these layouts, or name its layout "
-        f"with --format (format=...)"
+        f"with --format (format= in Python)"
     )
 
 
@@ -196,5 +203,5 @@ def _top_level_items(value: Any, jsonl: bool, layout: str, path: Path) -> Any:
     found = "JSON Lines" if jsonl else _describe_top(value)
     raise DataError(
         f"{path}: expected {expected} for the {layout} layout, found {found}; "
-        f"check --format (format=...), or leave it out to detect the layout"
+        f"check --format (format= in Python), or leave it out to detect the layout"
     )

@@ -108,7 +108,7 @@ class ValidationReport:
             f"  skipped: {self._skipped_counts()}",
             f"  duplicate ids: {self.duplicate_ids}",
         ]
-        lines += self._problem_lines(max_problems)
+        lines += self.problem_lines(max_problems)
         lines.append(f"  verdict: {self._verdict()}")
         return "\n".join(lines)
 
@@ -136,7 +136,8 @@ class ValidationReport:
     def _skipped_counts(self) -> str:
         return f"{self.skipped_questions} questions, {self.skipped_answers} answers"
 
-    def _problem_lines(self, limit: int) -> list[str]:
+    def problem_lines(self, limit: int) -> list[str]:
+        """The first `limit` problems, errors first, each with its place (summary's lines)."""
         labelled = (
             [("error", p) for p in self.errors]
             + [("skipped", p) for p in self.skips]

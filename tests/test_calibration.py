@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from qatune.calibration import TemperatureFit, expected_calibration_error, reliability_bins, roc_auc
+from qatune.calibration import Calibration, TemperatureFit, expected_calibration_error, reliability_bins, roc_auc
 from qatune.data import Example, GoldAnswer
 from qatune.decoding import answer_logits, decode
 from qatune.errors import SettingsError
@@ -224,3 +224,11 @@ def test_the_saved_temperature_scores_the_answers_of_ask_and_of_the_server(tiny_
             time.sleep(0.05)
         served = client.post("/v1/answer", json={"question": question, "context": context, "top_k": 3}).json()
     assert [(a["text"], a["score"]) for a in served["answers"]] == [(a.text, a.score) for a in scaled]
+
+
+def test_training_says_when_the_temperature_raised_the_binned_error():
+    better = Calibration(2.367, 0.385, 0.111, 27).describe()
+    assert better == "scores calibrated on 27 dev questions: temperature 2.367, calibration error 38.5 -> 11.1 points"
+    worse = Calibration(1.4, 0.066, 0.070, 27).describe().splitlines()
+    assert worse[0].endswith("calibration error 6.6 -> 7.0 points")
+    assert worse[1].startswith("note: ") and "binned calibration error rose" in worse[1]

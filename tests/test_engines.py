@@ -109,7 +109,7 @@ def test_an_openvino_export_answers_like_float32_and_records_its_engine(tiny_dis
     assert exported.engine.describe() == "openvino float32"
     answers = exported.predict(examples)
     assert [answers[i].answers[0].text for i in clear] == [reference[i].answers[0].text for i in clear]
-    with pytest.raises(ModelError, match=r"this folder is a openvino export, which only the openvino engine answers"):
+    with pytest.raises(ModelError, match=r"this folder is an openvino export, which only the openvino engine answers"):
         QAModel.from_pretrained(graph.parent, engine="torch")
 
 

@@ -101,3 +101,34 @@ def test_an_exported_folder_has_a_card_naming_its_engine(trained, tmp_path):
     header = header_of((target / "README.md").read_text(encoding="utf-8"))
     assert header["qatune"]["engine"]["name"] == "openvino"
     assert header["qatune"]["data"] == header_of((folder / "README.md").read_text(encoding="utf-8"))["qatune"]["data"]
+
+
+def _card_text(folder, **extra) -> str:
+    from qatune.modelcard import write_readme
+    from qatune.settings import write_model_card
+
+    folder.mkdir()
+    write_model_card(folder, QASettings(), **extra)
+    return write_readme(folder).read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "before, after, promise",
+    [(0.385, 0.111, True), (0.066, 0.070, False)],
+)
+def test_the_card_promises_calibrated_scores_only_when_calibration_measured_better(tmp_path, before, after, promise):
+    calibration = {"temperature": 2.0, "ece_before": before, "ece_after": after, "questions": 27}
+    text = _card_text(tmp_path / "m", calibration=calibration)
+    assert f"calibration error {100 * before:.1f} -> {100 * after:.1f} points on 27 dev questions" in text
+    assert ("about 80% of the time" in text) is promise
+    assert ("read scores as a ranking, not as chances" in text) is (not promise)
+
+
+def test_the_hyperparameter_table_shows_only_what_was_set_and_used(tmp_path):
+    arguments = {"epochs": 3, "batch_size": 16, "learning_rate": 2e-4, "patience": None, "teacher": None,
+                 "distill_alpha": 0.5, "distill_temperature": 2.0, "lora": False, "lora_rank": 8, "seed": 42}
+    text = _card_text(tmp_path / "m", training_arguments=arguments)
+    rows = {line.split(" | ")[0].strip("| ") for line in text.splitlines() if line.startswith("| ")}
+    assert {"epochs", "batch_size", "learning_rate", "seed"} <= rows
+    assert not rows & {"patience", "teacher", "distill_alpha", "distill_temperature", "lora_rank"}
+    assert "| None |" not in text

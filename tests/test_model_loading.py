@@ -282,3 +282,13 @@ def test_a_bad_value_in_qatune_json_is_a_clear_error_naming_the_file(model_copy)
         f"{model_copy / 'qatune.json'}: the saved settings are not valid (null_threshold must be a probability "
         f"between 0 and 1, got 'abc'); fix the value there, or copy the file again from the trained model",
     )
+
+
+def test_model_cards_name_the_bundled_model_by_its_hub_id_not_its_folder(tiny_bert):
+    bundled = modeling.default_model_path()
+    assert modeling.base_model_name(None) == modeling.DEFAULT_MODEL_HUB_ID
+    assert modeling.base_model_name(str(bundled)) == modeling.DEFAULT_MODEL_HUB_ID
+    assert modeling.base_model_name(bundled / ".." / "model") == modeling.DEFAULT_MODEL_HUB_ID
+    # any other model keeps the name the user gave
+    assert modeling.base_model_name(str(tiny_bert)) == str(tiny_bert)
+    assert modeling.base_model_name("someone/an-encoder") == "someone/an-encoder"

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from qatune.data.reading import read_text_file
 from qatune.errors import DataError, SettingsError
+from qatune.wording import counted
 
 if TYPE_CHECKING:
     from qatune.data import Example
@@ -167,7 +168,7 @@ def check_na_probs(
     lacking = [qid for qid in question_ids if qid not in na_probs]
     if lacking:
         raise DataError(
-            f"{source}: no no-answer probability for {_count(len(lacking), 'predicted question')} "
+            f"{source}: no no-answer probability for {counted(len(lacking), 'predicted question')} "
             f"({_first_ids(lacking)}); expected one for every question that has a prediction; "
             "write the probabilities and the predictions from the same run"
         )
@@ -241,12 +242,12 @@ class ScoreResult:
         lines = []
         if self.missing:
             lines.append(
-                f"{_count(len(self.missing), 'question')} without a prediction, scored as "
+                f"{counted(len(self.missing), 'question')} without a prediction, scored as "
                 f"wrong (EM 0, F1 0): {_first_ids(self.missing)}"
             )
         if self.unknown:
             lines.append(
-                f"{_count(len(self.unknown), 'prediction')} for ids not in the data, "
+                f"{counted(len(self.unknown), 'prediction')} for ids not in the data, "
                 f"ignored: {_first_ids(self.unknown)}"
             )
         return lines
@@ -420,16 +421,12 @@ def _describe(value: Any) -> str:
     if isinstance(value, _Pairs):
         return "an object"
     if isinstance(value, list):
-        return f"a list of {_count(len(value), 'item')}"
+        return f"a list of {counted(len(value), 'item')}"
     kinds = {bool: "a boolean", type(None): "null", str: "a string"}
     kind = kinds.get(type(value), "a number")
     # json.dumps would write NaN and Infinity the JavaScript way; show them as Python does.
     text = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else str(value)
     return f"{kind} ({text[:40]}{'...' if len(text) > 40 else ''})"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _first_ids(ids: Sequence[str]) -> str:

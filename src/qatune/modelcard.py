@@ -126,6 +126,33 @@ def _training_entry(card: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
+def _shown_hyperparameters(training: dict[str, Any]) -> list[str]:
+    """The hyperparameters worth a row: set ones, and distillation's and LoRA's only when used."""
+    unused = set()
+    if not training.get("teacher"):
+        unused |= {"distill_alpha", "distill_temperature", "distill_hidden"}
+    if not training.get("lora"):
+        unused.add("lora_rank")
+    return [key for key in SHOWN_ARGUMENTS if training.get(key) is not None and key not in unused]
+
+
+def _score_meaning(calibration: dict[str, Any] | None) -> str:
+    """What a score can be trusted for, from what calibration measured on the dev data."""
+    if not calibration:
+        return "; it was not calibrated (trained without dev data), so it may be overconfident."
+    before, after = 100 * calibration["ece_before"], 100 * calibration["ece_after"]
+    measured = f"calibration error {before:.1f} -> {after:.1f} points on {calibration['questions']} dev questions"
+    if after <= before:
+        return (
+            f", calibrated on the dev data (temperature {calibration['temperature']:.3f}; {measured}): on questions like "
+            f"those, answers scored about 0.8 were exact matches about 80% of the time, within that error."
+        )
+    return (
+        f", rescaled on the dev data by the temperature with the lowest log loss ({calibration['temperature']:.3f}), "
+        f"though its binned calibration error there rose ({measured}): read scores as a ranking, not as chances."
+    )
+
+
 def _body(card: dict[str, Any], folder: Path) -> str:
     name = folder.resolve().name
     base = card.get("base_model") or "an encoder"
@@ -152,13 +179,7 @@ def _body(card: dict[str, Any], folder: Path) -> str:
         )
         + "; expect its scores to hold for text and questions like those, and to drop on others. "
         "Measure it on your own held-out questions (`qatune evaluate`).",
-        "- A score is the model's probability for its answer"
-        + (
-            f", calibrated on the dev data (temperature {card['calibration']['temperature']:.3f}): among answers "
-            "scored about 0.8, about 80% were exact matches there."
-            if card.get("calibration")
-            else "; it was not calibrated (trained without dev data), so it may be overconfident."
-        ),
+        "- A score is the model's probability for its answer" + _score_meaning(card.get("calibration")),
         "",
         "## Training data",
         "",
@@ -186,8 +207,8 @@ def _body(card: dict[str, Any], folder: Path) -> str:
     lines += ["", "## Training procedure", ""]
     if training.get("epochs") is not None:
         lines += ["| hyperparameter | value |", "|---|---|"]
-        lines += [f"| {key} | {training[key]} |" for key in SHOWN_ARGUMENTS if key in training]
-        lines += [f"| {key} | {value} |" for key, value in settings.items()]
+        lines += [f"| {key} | {training[key]} |" for key in _shown_hyperparameters(training)]
+        lines += [f"| {key} | {'qatune default' if value is None else value} |" for key, value in settings.items()]
         lines.append("")
         seconds = training.get("train_seconds")
         machine = training.get("machine") or {}

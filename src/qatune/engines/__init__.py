@@ -30,6 +30,7 @@ from qatune.engines.base import PRECISIONS, Engine
 from qatune.engines.onnx_engine import MODEL_FILE as ONNX_FILE  # numpy only: onnxruntime loads when used
 from qatune.engines.openvino_engine import MODEL_FILE as OPENVINO_FILE  # likewise for openvino
 from qatune.errors import ModelError, SettingsError, first_line
+from qatune.wording import with_article
 
 ENGINES = ("torch", "onnx", "openvino")
 ENGINE_CHOICES = ("auto", *ENGINES)
@@ -86,7 +87,7 @@ def load_engine(
         )
     if kind != "torch" and engine != kind:
         raise ModelError(
-            f"{source}: this folder is a {kind} export, which only the {kind} engine answers; pass "
+            f"{source}: this folder is {with_article(kind)} export, which only the {kind} engine answers; pass "
             f"--engine {kind} (or auto), or the folder `qatune train` wrote for the {engine} engine"
         )
     if kind == "openvino":

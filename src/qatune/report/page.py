@@ -27,6 +27,7 @@ from qatune.report.analysis import (
     worst_first,
 )
 from qatune.report.history import SMOOTHING, History, has_scores
+from qatune.wording import counted
 
 ASK_FOR_DATA = "run with --data DEV to see every question"
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
@@ -153,7 +154,7 @@ def _learning_curves(inputs: ReportInputs) -> str:
         return _section("learning-curves", body)
     if history.skipped_lines:
         body.append(
-            f'<p class="warning" id="skipped-lines">skipped {_count(history.skipped_lines, "unreadable line")} '
+            f'<p class="warning" id="skipped-lines">skipped {counted(history.skipped_lines, "unreadable line")} '
             f"of metrics.jsonl (cut short or not a record)</p>"
         )
     loss = plots.loss_png(history)
@@ -471,10 +472,6 @@ def _short(value: Any) -> str:
 
 def _maybe(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _duration(seconds: float) -> str:

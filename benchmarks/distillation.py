@@ -94,7 +94,8 @@ def has_model(folder: Path) -> bool:
 def shrink(args: argparse.Namespace) -> Path:
     student = args.work / f"student{args.layers}"
     if not (args.reuse and has_model(student)):
-        run(["qatune", "shrink", str(args.teacher), "--layers", str(args.layers), "-o", str(student), "--no-speed"])
+        run(["qatune", "shrink", str(args.teacher), "--layers", str(args.layers), "-o", str(student), "--no-speed",
+             "--overwrite"])
     return student
 
 

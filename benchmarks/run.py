@@ -359,7 +359,7 @@ def inference_rows(args, steps: Steps, model: Path, train: Path, dev: Path, ctx:
         if export is not None:
             folder = args.work / "inference" / name.replace("_", "-")
             command = [sys.executable, "-m", "qatune", "export", str(model), "--format", export,
-                       "-o", str(folder), "--quantize", "int8"]
+                       "-o", str(folder), "--quantize", "int8", "--overwrite"]
             if export == "openvino":  # ONNX int8 is dynamic: no calibration data
                 command += ["--calibration", str(train)]
             try:

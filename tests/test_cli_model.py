@@ -99,7 +99,9 @@ def test_missing_data_file_is_a_clear_error(tmp_path):
 def test_bad_window_settings_are_a_clear_error(tmp_path):
     result = qatune("train", TINY_QA, "--doc-stride", "400", "--output", tmp_path / "m", check=False)
     assert result.returncode == 2
-    assert "error: doc_stride (400) must be smaller than the room left for the context" in result.stderr
+    assert result.stderr.startswith("error: --doc-stride (400) must be smaller than the room left for the context")
+    # the other settings it names are flags too
+    assert "(317 tokens = --max-seq-length 384 - --max-question-length 64 - 3 special tokens); use a --doc-stride below" in result.stderr
 
 
 def test_missing_model_directory_is_a_clear_error(tmp_path):

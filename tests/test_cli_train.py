@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from qatune.cli import main
+
 from conftest import DATA, TINY_QA
 from test_cli_model import WINDOW_FLAGS, qatune
 
@@ -94,6 +98,7 @@ def test_report_scores_the_dev_data_before_training_and_writes_the_report(tiny_b
 
     # evaluate --report writes a report of any data with the same model
     target = tmp_path / "eval" / "tiny.html"
+    target.parent.mkdir()  # qatune creates no folder for an output file
     evaluated = qatune("evaluate", output, TINY_QA, "--report", target, "--no-bf16")
     assert target.is_file() and f"wrote {target}" in evaluated.stderr
     assert evaluated.stdout.startswith(f"{TINY_QA}: 12 questions")
@@ -108,3 +113,18 @@ def test_transfer_questions_without_a_teacher_are_refused_naming_both_flags(tiny
         "name one (--teacher) or leave the transfer questions out\n"
     )
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    "flag, value, said",
+    [
+        ("--lr", "-1", "error: --lr must be between 0 and 1 (e.g. 2e-4), got -1.0"),
+        ("--grad-accum", "0", "error: --grad-accum must be a whole number of at least 1, got 0"),
+        ("--temperature", "0", "error: --temperature must be a positive number (e.g. 2.0), got 0.0"),
+        ("--max-seq-length", "0", "error: --max-seq-length must be a whole number of at least 1, got 0"),
+    ],
+)
+def test_a_bad_value_is_named_by_its_flag_not_by_the_python_field(tmp_path, capsys, flag, value, said):
+    assert main(["train", str(TINY_QA), "--output", str(tmp_path / "run"), flag, value]) == 2
+    assert capsys.readouterr().err == said + "\n"
+    assert not (tmp_path / "run").exists()

@@ -252,6 +252,7 @@ def qatune(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_the_command_writes_the_report(trained, tmp_path):
+    (tmp_path / "out").mkdir()  # qatune creates no folder for an output file
     done = qatune("report", str(trained), "--data", str(DEV), "-o", "out/r.html", "--engine", "torch", "--no-bf16",
                   cwd=tmp_path)
     assert done.returncode == 0, done.stderr

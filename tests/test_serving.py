@@ -445,7 +445,25 @@ def test_default_address_is_localhost(server):
     output = server.output()
     port = urllib.parse.urlsplit(server.url).port
     assert f"on http://127.0.0.1:{port} " in output, output
-    assert f"Uvicorn running on http://127.0.0.1:{port}" in output, output
+    assert _listening_addresses(port) == ["127.0.0.1"]  # what the kernel says the server listens on
+
+
+def _listening_addresses(port: int) -> list[str]:
+    """The IPv4 and IPv6 addresses some socket listens on at `port`, from Linux's /proc/net."""
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if not tables[0].exists():
+        pytest.skip("no /proc/net/tcp: not Linux")
+    found = []
+    for table in tables:
+        for line in table.read_text().splitlines()[1:] if table.exists() else []:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                # the kernel writes each 32-bit word in host (little-endian) order
+                words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                found.append(socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, words))
+    return found
 
 
 # === 2. refusals ======================================================================================
@@ -671,6 +689,52 @@ def test_missing_key_variable_exits_2(tiny_bert, value):
     assert completed.returncode == 2, (completed.stdout, completed.stderr)
     assert variable in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "annotate"])
+def test_a_port_in_use_is_refused_before_anything_loads(tmp_path, command):
+    target = tmp_path / ("no-model" if command == "serve" else "new.json")  # serve: loading it would fail first
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        completed = subprocess.run(
+            [sys.executable, "-m", "qatune", command, str(target), "--port", str(port)],
+            capture_output=True, text=True, timeout=HTTP_TIMEOUT,
+        )
+    assert completed.returncode == 2, (completed.stdout, completed.stderr)
+    assert completed.stderr == (
+        f"error: --port {port}: another program listens on 127.0.0.1:{port} already; choose another --port "
+        "(0 picks a free one), or stop that program\n"
+    )
+    assert not target.exists()  # annotate created no data file
+
+
+def test_port_0_serves_on_a_free_port_and_says_which(tiny_bert, tmp_path):
+    log = tmp_path / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "qatune", "serve", str(tiny_bert), "--port", "0"], stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + HTTP_TIMEOUT
+        while "serving " not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        line = next(line for line in log.read_text().splitlines() if line.startswith("serving "))
+        url = line.split(" on ", 1)[1].split(" ", 1)[0]
+        port = int(url.rsplit(":", 1)[1])
+        assert url == f"http://127.0.0.1:{port}" and port != 0
+        server = Server(process, url, log)
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if server.request("GET", "/v1/health", timeout=5)[0] == 200:
+                    break
+            time.sleep(0.2)
+        status, answer = server.post_json("/v1/answer", {"question": "Who?", "context": "Ada wrote it."})
+        assert status == 200 and "answers" in answer
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
 
 
 # === 4. answers equal QAModel.ask =====================================================================

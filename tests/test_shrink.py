@@ -68,4 +68,11 @@ def test_the_command_prints_sizes_and_speed_and_writes_a_model_folder(tiny_bert,
     assert (output / "README.md").is_file()
     refused = qatune("shrink", tiny_bert, "--layers", "3", "-o", tmp_path / "x", check=False)
     assert refused.returncode == 2
-    assert refused.stderr.startswith("error: layers must be a whole number from 1 to the model's 2 layers, got 3")
+    assert refused.stderr.startswith("error: --layers must be a whole number from 1 to the model's 2 layers, got 3")
+
+
+def test_keeping_every_layer_says_what_the_copy_lacks_instead_of_asking_to_train_it(tiny_bert, tmp_path):
+    result = qatune("shrink", tiny_bert, "--layers", "2", "-o", tmp_path / "copy", "--no-speed")
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("kept layers [0, 1] of 2; ")
+    assert lines[-1].startswith("every layer kept: it answers as its teacher, without the no-answer threshold")

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+from qatune.errors import SettingsError
 
 
 def current_umask() -> int:
@@ -23,3 +29,129 @@ def with_default_permissions(*paths: str | Path) -> None:
     for path in paths:
         if Path(path).is_file():
             os.chmod(path, mode)
+
+
+# --- output paths, checked before any slow work --------------------------------------------------
+#
+# The rule of every command: an output FILE must go into a folder that exists (qatune creates no
+# folders for it, as most Unix tools do not, so a mistyped path is an error, not a new tree of
+# folders); an output FOLDER (a model, evaluate's --output) is created with its parents.
+
+# Scratch folders of `replacing_contents`: what a killed run leaves behind, not content of its own.
+SCRATCH_PREFIX = ".qatune-"
+# What marks a folder as holding a model, whose contents `--overwrite` may replace.
+MODEL_MARKERS = ("config.json", "qatune.json")
+
+
+def check_output_file(option: str, path: str | Path) -> Path:
+    """Refuse, with what to do, an output file that cannot be written: a folder in its place, its
+    folder missing (or a file), or no permission to write there."""
+    path = Path(path)
+    if path.is_dir():
+        raise SettingsError(
+            f"{option}: {path} is a folder; give the path of a file to write (inside it or elsewhere)"
+        )
+    _check_folder_exists(option, path)
+    _check_writable(option, path.parent, "write in")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise SettingsError(
+            f"{option}: cannot replace {path} (no write permission); choose another path or change its permissions"
+        )
+    return path
+
+
+def check_output_folder(option: str, path: str | Path) -> Path:
+    """Refuse, with what to do, an output folder that cannot be made or written: a file in its
+    place or in the place of a parent folder, or no permission where it goes."""
+    path = Path(path)
+    existing = _first_existing(path)
+    if not existing.is_dir():
+        _not_a_folder(option, existing, path, "create")
+    _check_writable(option, existing, "write in" if existing == path else "create folders in")
+    return path
+
+
+def check_folder_to_replace(option: str, folder: str | Path, *, overwrite: bool, source: str | Path) -> None:
+    """Refuse to write a model into a folder that holds anything, unless `overwrite`; and even then
+    refuse a folder that holds no model, or holds the `source` model itself."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    source_path = Path(source).resolve()
+    if Path(source).exists() and source_path.is_relative_to(folder.resolve()):
+        what = "is the model folder itself" if source_path == folder.resolve() else f"holds the model {source}"
+        raise SettingsError(f"{option}: {folder} {what}, which the new files would replace; choose another {option}")
+    contents = sorted(entry.name for entry in folder.iterdir() if not entry.name.startswith(SCRATCH_PREFIX))
+    if contents and not overwrite:
+        shown = ", ".join(contents[:3]) + (f" and {len(contents) - 3} more" if len(contents) > 3 else "")
+        raise SettingsError(
+            f"{option}: {folder} is not empty (it holds {shown}): pass --overwrite to replace what it holds, "
+            f"or choose another {option}"
+        )
+    if contents and not any((folder / marker).is_file() for marker in MODEL_MARKERS):
+        raise SettingsError(
+            f"{option}: {folder} holds files but no model (no {' or '.join(MODEL_MARKERS)}), and --overwrite "
+            f"replaces only an earlier model; empty the folder yourself or choose another {option}"
+        )
+
+
+@contextmanager
+def replacing_contents(folder: str | Path) -> Iterator[Path]:
+    """A fresh folder inside `folder` to write a model into. When the block ends without error, the
+    new files take the place of everything `folder` held; the old ones are removed only then, so a
+    failed run leaves them as they were (and removes the folders it created)."""
+    folder = Path(folder)
+    created = [path for path in (folder, *folder.parents) if not path.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    # inside `folder`, not beside it: moving files out of it never crosses a mount point; and
+    # named as `folder`, since what is written there (the model card) names its own folder
+    holder = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}new-", dir=folder))
+    scratch = holder / folder.resolve().name
+    scratch.mkdir()
+    try:
+        yield scratch
+    except BaseException:
+        shutil.rmtree(holder, ignore_errors=True)
+        for path in created:  # innermost first; only while empty
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        raise
+    old = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}old-", dir=folder))
+    for entry in folder.iterdir():
+        if entry.name not in (holder.name, old.name):
+            entry.rename(old / entry.name)
+    for entry in scratch.iterdir():
+        entry.rename(folder / entry.name)
+    shutil.rmtree(holder)
+    shutil.rmtree(old)
+
+
+def _first_existing(path: Path) -> Path:
+    """`path`, or the nearest of its parents that exists (the top one always does)."""
+    return next((candidate for candidate in (path, *path.parents) if candidate.exists()), Path("."))
+
+
+def _check_folder_exists(option: str, path: Path) -> None:
+    """The folder of the file `path` exists."""
+    folder = path.parent
+    existing = _first_existing(folder)
+    if not existing.is_dir():
+        _not_a_folder(option, existing, path, "write")
+    if existing != folder:
+        raise SettingsError(f"{option}: folder {folder} does not exist; create it or choose another path")
+
+
+def _not_a_folder(option: str, existing: Path, path: Path, verb: str) -> None:
+    """`existing`, the path itself or a folder on the way to it, is a file."""
+    cannot = "" if existing == path else f"cannot {verb} {path}: "
+    raise SettingsError(f"{option}: {cannot}{existing} is a file, not a folder; choose another path")
+
+
+def _check_writable(option: str, folder: Path, action: str) -> None:
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SettingsError(
+            f"{option}: cannot {action} folder {folder} (no write permission); "
+            "choose another path or change its permissions"
+        )

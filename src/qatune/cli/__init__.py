@@ -1,8 +1,11 @@
 """The `qatune` command line: one module per command, each with `add_parser` and `run`.
 
 Every command returns an exit code; a QATuneError is printed as `error: ...` with no
-traceback and exit code 2. When the reader of stdout stops early (`qatune validate F | head -1`),
-the command stops quietly with exit code 141, as a tool killed by SIGPIPE does.
+traceback and exit code 2. Each command checks the paths it writes before any slow work
+(`qatune.files.check_output_file` / `check_output_folder`): an output file's folder must exist,
+an output folder is created with its parents. When the reader of stdout stops early
+(`qatune validate F | head -1`), the command stops quietly with exit code 141, as a tool killed
+by SIGPIPE does.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ COMMANDS = {
     "evaluate": "Answer every question of a data file with a model and score the answers.",
     "predict": "Answer every question of a data file; write predictions.json.",
     "ask": "Answer one question about one context.",
-    "export": "Export a model to ONNX (optionally with int8 weights) for fast CPU answering.",
+    "export": "Export a model for OpenVINO or ONNX Runtime (optionally with int8 weights) for fast CPU answering.",
     "serve": "Answer questions over HTTP: a JSON API, a page, metrics.",
     "annotate": "Write and correct question-answer data on a page, with a model's suggestions.",
     "shrink": "Make a smaller student that keeps some of a model's layers (to train, with distillation).",

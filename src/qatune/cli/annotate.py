@@ -30,11 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from qatune.annotation import AnnotationStore, create_app
 
     options.quiet_libraries(import_torch=False)
+    sock = options.listening_socket(args.host, args.port)  # a port in use fails before anything loads
     model = None
     if args.model:  # first: a model that fails to load leaves the data file untouched
         from qatune.inference import QAModel
@@ -49,9 +48,7 @@ def run(args: argparse.Namespace) -> int:
         options.say_on_stderr(f"{args.data} is kept as it is; the data is written to {store.target} (SQuAD v2.0)")
     app = create_app(args.data, model=model, model_name=args.model, store=store)
     options.only_this_machine_by_name(app, args.host)
-    where = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}"
-    options.say_on_stderr(f"annotating {store.target} on {where}")
+    options.say_on_stderr(f"annotating {store.target} on {options.address_of(sock, args.host)}")
     # uvicorn re-raises SIGTERM after its graceful stop: a no-op handler makes that an exit 0
     signal.signal(signal.SIGTERM, lambda number, frame: None)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.log_level == "debug")
-    return 0
+    return options.run_server(app, sock, args.host, args.log_level)

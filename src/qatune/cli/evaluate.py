@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from qatune.cli import options
+from qatune.files import check_output_file, check_output_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # output paths first: a bad one must not cost the reading, loading and answering before it
+    if args.output:
+        check_output_folder("--output", args.output)
+    if args.report:
+        check_output_file("--report", args.report)
     options.quiet_libraries(import_torch=False)
     options.limit_heap_fragmentation()
     from qatune.evaluation import evaluate_decoded

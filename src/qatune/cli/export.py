@@ -11,6 +11,9 @@ model, records the comparison in DIR/qatune.json (`engine.check`) and warns when
 fewer of them the same than MIN_AGREEMENT allows or loses more F1 than MAX_F1_LOSS
 (`qatune.export`).
 
+A DIR that holds anything is refused unless --overwrite, which replaces the model it holds
+(everything in it) once the export is complete; never the model exported from.
+
 DIR then answers questions like any model folder (`qatune ask DIR ...`, `qatune evaluate
 DIR ...`), with the export's engine on the CPU. A plain model folder needs no export to be
 fast: `--engine auto` converts it at load.
@@ -20,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from qatune.cli import options
 from qatune.errors import SettingsError
+from qatune.files import check_folder_to_replace, check_output_folder, replacing_contents
 # qatune.export and qatune.settings import torch, onnx and openvino only when used: cheap to import here
 from qatune.export import (
     FORMATS, MAX_F1_LOSS, MIN_AGREEMENT, MIN_OPSET, QUANTIZE_CHOICES, ExportCheck, compare_with_float32, export_model,
@@ -39,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", action="store_true", help=argparse.SUPPRESS)  # the flag before --format existed
     parser.add_argument(
         "-o", "--output", required=True, metavar="DIR", help="folder to write the exported model and its files to"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the model that DIR holds (default: refuse a folder that is not empty)",
     )
     parser.add_argument(
         "--quantize", choices=QUANTIZE_CHOICES,
@@ -59,17 +68,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    options.quiet_libraries()
     engine_format = _format(args)
+    # the output folder first: a bad one must not cost the reading and converting before it
+    check_output_folder("-o/--output", args.output)
+    check_folder_to_replace("-o/--output", args.output, overwrite=args.overwrite, source=args.model)
+    options.quiet_libraries()
     if args.calibration and not args.quantize:
         raise SettingsError("--calibration: calibration data is for int8; add --quantize int8, or leave --calibration out")
     # data files are read first: a bad file fails before the export's work
     calibration = options.read_examples(args.calibration, args, options.say_on_stderr) if args.calibration else None
     dev_examples = options.read_examples(args.dev, args, options.say_on_stderr) if args.dev else None
     print(f"exporting {args.model} for {engine_format} ...", file=sys.stderr)
-    path = export_model(
-        args.model, args.output, format=engine_format, quantize=args.quantize, calibration=calibration, opset=args.opset
-    )
+    with replacing_contents(args.output) as scratch:  # an earlier model stays until the new one is complete
+        written = export_model(
+            args.model, scratch, format=engine_format, quantize=args.quantize, calibration=calibration, opset=args.opset
+        )
+    path = Path(args.output) / written.name
     entry = read_model_card(path.parent)["engine"]
     details = [engine_format, f"{entry['precision']} weights"]
     if "opset" in entry:

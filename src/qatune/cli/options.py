@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import socket
 from pathlib import Path
 
 from qatune.cli import argtypes
+from qatune.errors import SettingsError
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:
@@ -148,3 +151,41 @@ def only_this_machine_by_name(app, host: str) -> None:
         from starlette.middleware.trustedhost import TrustedHostMiddleware
 
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "::1", "[::1]"])
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before the model loads: a port in use is an error at once,
+    not after the model has loaded and a first line has said it is serving."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restarts need no wait
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            raise SettingsError(
+                f"--port {port}: another program listens on {host}:{port} already; choose another --port "
+                f"(0 picks a free one), or stop that program"
+            ) from None
+        raise SettingsError(f"--host {host}: cannot listen on {host}:{port} ({error.strerror or error}); "
+                            "check the address (127.0.0.1 for this machine, 0.0.0.0 for every network)") from None
+    return sock
+
+
+def run_server(app, sock: socket.socket, host: str, log_level: str, **config) -> int:
+    """Serve `app` on the bound `sock` until stopped; 3 (uvicorn's code) if it never started."""
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=sock.getsockname()[1], log_level=log_level,
+                       access_log=log_level == "debug", **config)
+    )
+    server.run(sockets=[sock])
+    return 0 if server.started else 3
+
+
+def address_of(sock: socket.socket, host: str) -> str:
+    """The URL a bound socket answers at (its real port when --port 0 asked for any)."""
+    port = sock.getsockname()[1]
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"

@@ -16,6 +16,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from qatune.cli import argtypes, options
+from qatune.files import check_output_file
 
 if TYPE_CHECKING:
     from qatune.data import Example
@@ -43,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # output paths first: a bad one must not cost the reading, loading and answering before it
+    for option, path in (("-o/--output", args.output), ("--na-probs", args.na_probs), ("--details", args.details)):
+        if path:
+            check_output_file(option, path)
     options.quiet_libraries(import_torch=False)
     options.limit_heap_fragmentation()
     from qatune.evaluation import official_predictions

@@ -60,8 +60,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from qatune.serving import ServerLimits, create_app
     from qatune.serving.app import model_card_of
 
@@ -78,24 +76,21 @@ def run(args: argparse.Namespace) -> int:
         max_context_characters=args.max_context_chars,
     )
     logging.getLogger("qatune").setLevel(args.log_level.upper())
+    sock = options.listening_socket(args.host, args.port)  # a port in use fails before the model loads
     # Loaded before the port opens: a model that cannot load is an `error:` line and exit 2,
     # not a server whose health check fails forever.
     model = options.load_model(args)
     app = create_app(model, limits=limits, api_key=api_key, name=_display_name(args.model), model_card=model_card_of(args.model))
     options.only_this_machine_by_name(app, args.host)
-    where = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}"
     options.say_on_stderr(
-        f"serving {args.model} on {where} (the page at /, the API at /v1/answer, schema at /openapi.json)"
+        f"serving {args.model} on {options.address_of(sock, args.host)} (the page at /, the API at /v1/answer, "
+        "schema at /openapi.json)"
         + ("; /v1/answer needs the API key" if api_key else "")
     )
     # uvicorn answers SIGTERM by stopping gracefully, then raises the signal again with the
     # handler found at start: a no-op one, so that a graceful stop exits with 0, not 143.
     signal.signal(signal.SIGTERM, lambda number, frame: None)
-    uvicorn.run(
-        app, host=args.host, port=args.port, log_level=args.log_level,
-        timeout_graceful_shutdown=GRACEFUL_STOP_SECONDS, access_log=args.log_level == "debug",
-    )
-    return 0
+    return options.run_server(app, sock, args.host, args.log_level, timeout_graceful_shutdown=GRACEFUL_STOP_SECONDS)
 
 
 def _api_key(variable: str | None) -> str | None:

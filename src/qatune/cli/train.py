@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from qatune.cli import argtypes, options
+from qatune.errors import SettingsError
+from qatune.wording import counted
+from qatune.files import check_output_file, check_output_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,49 +83,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_outputs(args)  # before importing torch, reading data or loading a model
     options.quiet_libraries()
     from qatune import sample
     from qatune.checkpoints import CLI_OPTIONS, check_output_dir
-    from qatune.settings import QASettings
-    from qatune.training import DEFAULT_LEARNING_RATE, TrainingArguments, metrics_text, train
+    from qatune.training import metrics_text, train
 
     on_sample = args.train is None
     train_path = sample.TRAIN if on_sample else args.train
     dev_path = sample.DEV if on_sample and args.dev is None else args.dev
-    settings = QASettings(
-        max_seq_length=args.max_seq_length,
-        doc_stride=args.doc_stride,
-        max_question_length=args.max_question_length,
-        max_answer_length=args.max_answer_length,
-        align_to_words=not args.no_align_to_words,
-    )
-    training_arguments = TrainingArguments(
-        output_dir=args.output,
-        model=args.model,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr if args.lr is not None else DEFAULT_LEARNING_RATE,
-        warmup_ratio=args.warmup_ratio,
-        gradient_accumulation_steps=args.grad_accum,
-        seed=args.seed,
-        bf16=False if args.no_bf16 else None,
-        hidden_dropout=args.hidden_dropout,
-        save_every=args.save_every,
-        keep_checkpoints=args.keep_checkpoints,
-        eval_every=args.eval_every,
-        patience=args.patience,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        trust_remote_code=args.trust_remote_code,
-        evaluate_untrained=on_sample or args.report is not None,
-        teacher=args.teacher,
-        distill_alpha=args.distill_alpha,
-        distill_temperature=args.temperature,
-        distill_hidden=args.distill_hidden,
-        lora=args.lora,
-        lora_rank=args.lora_rank,
-        settings=settings,
-    )
+    with _errors_named_by_flags():
+        training_arguments = _arguments(args, on_sample)
     say = _printer(args)
     # Refusals that cost nothing come before reading the model (the run folder; the data next).
     check_output_dir(
@@ -173,8 +147,17 @@ def run(args: argparse.Namespace) -> int:
         say("dev before training: " + metrics_text(before))
     if result.dev_metrics is not None:
         say(f"dev after training (best epoch {result.best_epoch}): " + metrics_text(result.dev_metrics))
-    say(f"trained {result.epochs_run} epochs in {result.train_seconds:.1f} s; model written to {result.output_dir}")
+    say(f"trained {counted(result.epochs_run, 'epoch')} in {result.train_seconds:.1f} s; model written to {result.output_dir}")
     return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    check_output_folder("--output", args.output)
+    output = Path(args.output)
+    # a report file in a model folder that training has yet to create is checked with that folder
+    in_new_model_folder = not output.exists() and Path(args.report or "").parent.resolve() == output.resolve()
+    if args.report and not in_new_model_folder:
+        check_output_file("--report", args.report)
 
 
 def _printer(args):
@@ -185,3 +168,75 @@ def _printer(args):
         return lambda message: None
     stream = sys.stderr if args.json else sys.stdout
     return lambda message: print(message, file=stream, flush=True)
+
+
+# TrainingArguments and QASettings name their fields in errors; the command line has flags.
+_FLAGS = {"learning_rate": "--lr", "gradient_accumulation_steps": "--grad-accum", "distill_temperature": "--temperature"}
+
+
+@contextmanager
+def _errors_named_by_flags() -> Iterator[None]:
+    """`learning_rate must be ...` reads `--lr must be ...` to a user of the command line."""
+    import dataclasses
+
+    from qatune.settings import QASettings
+    from qatune.training import TrainingArguments
+
+    fields = {f.name for f in (*dataclasses.fields(TrainingArguments), *dataclasses.fields(QASettings))}
+
+    def flag(name: str) -> str:
+        return _FLAGS.get(name, "--" + name.replace("_", "-"))
+
+    try:
+        yield
+    except SettingsError as error:
+        message = str(error)
+        first = message.partition(" ")[0]
+        if first not in fields:
+            raise
+        # the field it is about, and any other field named with an underscore (never a plain word)
+        message = flag(first) + message[len(first):]
+        named = re.compile(r"\b(" + "|".join(sorted((f for f in fields if "_" in f), key=len, reverse=True)) + r")\b")
+        raise SettingsError(named.sub(lambda match: flag(match.group(1)), message)) from None
+
+
+def _arguments(args: argparse.Namespace, on_sample: bool):
+    """The run's TrainingArguments (with its QASettings), from the command line."""
+    from qatune.settings import QASettings
+    from qatune.training import DEFAULT_LEARNING_RATE, TrainingArguments
+
+    settings = QASettings(
+        max_seq_length=args.max_seq_length,
+        doc_stride=args.doc_stride,
+        max_question_length=args.max_question_length,
+        max_answer_length=args.max_answer_length,
+        align_to_words=not args.no_align_to_words,
+    )
+    training_arguments = TrainingArguments(
+        output_dir=args.output,
+        model=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr if args.lr is not None else DEFAULT_LEARNING_RATE,
+        warmup_ratio=args.warmup_ratio,
+        gradient_accumulation_steps=args.grad_accum,
+        seed=args.seed,
+        bf16=False if args.no_bf16 else None,
+        hidden_dropout=args.hidden_dropout,
+        save_every=args.save_every,
+        keep_checkpoints=args.keep_checkpoints,
+        eval_every=args.eval_every,
+        patience=args.patience,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        trust_remote_code=args.trust_remote_code,
+        evaluate_untrained=on_sample or args.report is not None,
+        teacher=args.teacher,
+        distill_alpha=args.distill_alpha,
+        distill_temperature=args.temperature,
+        distill_hidden=args.distill_hidden,
+        lora=args.lora,
+        lora_rank=args.lora_rank,
+        settings=settings,
+    )
+    return training_arguments

@@ -28,6 +28,7 @@ from qatune.cli import argtypes
 # qatune.data is plain Python (no torch): cheap to import at the top
 from qatune.data import FORMATS, POLICIES, ValidationReport, read_dataset, write_fixed
 from qatune.errors import SettingsError
+from qatune.files import check_output_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,6 +88,7 @@ def _check_write_fixed(args: argparse.Namespace) -> None:
             f"--write-fixed: expected one input file, found {len(args.files)}; "
             "validate and fix the files one at a time"
         )
+    check_output_file("--write-fixed", args.write_fixed)
     if Path(args.write_fixed).resolve() == Path(args.files[0]).resolve():
         raise SettingsError(
             f"--write-fixed: expected a new file, found the input file {args.files[0]} itself; "

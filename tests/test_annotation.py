@@ -217,7 +217,7 @@ def test_edit_a_question(tmp_path):
     api = client(path)
     context = contexts_of(doc)["0/0"]
     start = context.index("Broncos")
-    response = api.put("/api/questions/sb1", json={
+    response = api.put("/api/questions", params={"id": "sb1"}, json={
         "question": "Which team won?", "answers": [{"start": start, "end": start + 7}], "version": version_of(api)})
     assert response.status_code == 200, response.text
     assert response.json()["id"] == "sb1"
@@ -225,10 +225,10 @@ def test_edit_a_question(tmp_path):
     assert qa == {"id": "sb1", "question": "Which team won?", "answers": [{"text": "Broncos", "answer_start": start}],
                   "is_impossible": False, "note": "checked by a person"}
     # answerable -> unanswerable -> answerable
-    response = api.put("/api/questions/sb1", json={"question": "Which team won?", "answers": [], "version": response.json()["version"]})
+    response = api.put("/api/questions", params={"id": "sb1"}, json={"question": "Which team won?", "answers": [], "version": response.json()["version"]})
     assert response.status_code == 200, response.text
     assert questions_of(saved(path))["sb1"]["answers"] == [] and questions_of(saved(path))["sb1"]["is_impossible"] is True
-    response = api.put("/api/questions/sb3", json={
+    response = api.put("/api/questions", params={"id": "sb3"}, json={
         "question": "Which team won Super Bowl 50?", "answers": [{"start": 177, "end": 191}], "version": response.json()["version"]})
     assert response.status_code == 200, response.text
     sb3 = questions_of(saved(path))["sb3"]
@@ -241,17 +241,33 @@ def test_edit_a_question(tmp_path):
     assert_valid(path)
 
 
+@pytest.mark.parametrize("odd_id", ["doc1/q1", ".", "..", "50%", "a?b&c=d", "#1"])
+def test_any_id_the_file_can_hold_can_be_edited_and_deleted(tmp_path, odd_id):
+    path = squad_copy(tmp_path)
+    doc = saved(path)
+    doc["data"][0]["paragraphs"][0]["qas"][0]["id"] = odd_id  # sb1's question under another id
+    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    api = client(path)
+    edited = api.put("/api/questions", params={"id": odd_id}, json={
+        "question": "Which team won?", "answers": [], "version": version_of(api)})
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["id"] == odd_id and questions_of(saved(path))[odd_id]["question"] == "Which team won?"
+    deleted = api.delete("/api/questions", params={"id": odd_id, "version": edited.json()["version"]})
+    assert deleted.status_code == 200, deleted.text
+    assert odd_id not in questions_of(saved(path))
+
+
 def test_delete_a_question(tmp_path):
     path = squad_copy(tmp_path)
     api = client(path)
-    response = api.delete("/api/questions/sb4", params={"version": version_of(api)})
+    response = api.delete("/api/questions", params={"id": "sb4", "version": version_of(api)})
     assert response.status_code == 200, response.text
     assert response.json()["version"] == version_of(api)
     assert "sb4" not in questions_of(saved(path)) and len(questions_of(saved(path))) == 5
     assert saved(path)["data"][0]["paragraphs"][1]["qas"] == []  # the paragraph stays
     assert api.get("/api/data").json()["counts"] == {"articles": 2, "paragraphs": 3, "questions": 5, "answers": 5, "unanswerable": 2}
     # an integer id in the file is named by its text
-    response = api.delete("/api/questions/7", params={"version": response.json()["version"]})
+    response = api.delete("/api/questions", params={"id": "7", "version": response.json()["version"]})
     assert response.status_code == 200, response.text
     assert set(questions_of(saved(path))) == {"sb1", "sb2", "sb3", "al2"}
     assert_valid(path)
@@ -267,11 +283,11 @@ def test_undo_reverts_delete_edit_add_in_order(tmp_path):
     added = add_question(api, original["version"], "1/0", "What did Ada write?", context, "the first published algorithm")
     states.append(saved(path))
     start = context.index("Analytical Engine")
-    edited = api.put("/api/questions/al2", json={"question": "Who designed the Analytical Engine?",
+    edited = api.put("/api/questions", params={"id": "al2"}, json={"question": "Who designed the Analytical Engine?",
                                                  "answers": [{"start": start, "end": start + 17}], "version": added["version"]})
     assert edited.status_code == 200, edited.text
     states.append(saved(path))
-    deleted = api.delete("/api/questions/sb1", params={"version": edited.json()["version"]})
+    deleted = api.delete("/api/questions", params={"id": "sb1", "version": edited.json()["version"]})
     assert deleted.status_code == 200, deleted.text
     version = deleted.json()["version"]
     # states: before the add, before the edit, before the delete; undone last change first
@@ -295,7 +311,7 @@ def test_undo_with_a_stale_version_is_a_conflict(tmp_path):
     path = squad_copy(tmp_path)
     api = client(path)
     first = version_of(api)
-    response = api.delete("/api/questions/sb1", params={"version": first})
+    response = api.delete("/api/questions", params={"id": "sb1", "version": first})
     before = path.read_bytes()
     assert_error(api.post("/api/undo", json={"version": first}), 409, "reload")
     assert path.read_bytes() == before
@@ -416,7 +432,7 @@ def test_counts_follow_the_data(tmp_path):
     version = api.post("/api/paragraphs", json={"title": "New", "context": "Some new text.", "version": version_of(api)}).json()["version"]
     version = add_question(api, version, "2/0", "What is new?", "Some new text.", "text")["version"]
     version = add_question(api, version, "2/0", "What is old?", "Some new text.")["version"]
-    api.delete("/api/questions/sb2", params={"version": version})
+    api.delete("/api/questions", params={"id": "sb2", "version": version})
     view = api.get("/api/data").json()
     qas = list(questions_of(view["data"]).values())
     assert view["counts"] == {
@@ -540,18 +556,18 @@ BAD = [
     ("lone surrogate in question", "POST", NEW_Q,
      lambda v: b'{"paragraph": "0/0", "question": "Who \\ud800 won?", "answers": [], "version": %d}' % v, 422, ["question"]),
     ("not json", "POST", NEW_Q, lambda v: b'{"paragraph": "0/0", "question": ', (400, 422), []),
-    ("edit: missing answers", "PUT", "/api/questions/sb1", lambda v: _without(_edit(v), "answers"), 422, ["answers"]),
-    ("edit: missing question", "PUT", "/api/questions/sb1", lambda v: _without(_edit(v), "question"), 422, ["question"]),
-    ("edit: extra field", "PUT", "/api/questions/sb1", lambda v: _edit(v, id="sb2"), 422, ["id"]),
-    ("edit: span out of range", "PUT", "/api/questions/sb1", lambda v: _edit(v, answers=[{"start": 0, "end": 10_000}]), 422, ["answers[0]"]),
-    ("edit: whitespace span", "PUT", "/api/questions/sb1", lambda v: _edit(v, answers=[{"start": SPACE, "end": SPACE + 1}]), 422, ["whitespace"]),
-    ("edit: blank question", "PUT", "/api/questions/sb1", lambda v: _edit(v, question="   "), 422, ["question"]),
-    ("edit: lone surrogate", "PUT", "/api/questions/sb1",
+    ("edit: missing answers", "PUT", "/api/questions?id=sb1", lambda v: _without(_edit(v), "answers"), 422, ["answers"]),
+    ("edit: missing question", "PUT", "/api/questions?id=sb1", lambda v: _without(_edit(v), "question"), 422, ["question"]),
+    ("edit: extra field", "PUT", "/api/questions?id=sb1", lambda v: _edit(v, id="sb2"), 422, ["id"]),
+    ("edit: span out of range", "PUT", "/api/questions?id=sb1", lambda v: _edit(v, answers=[{"start": 0, "end": 10_000}]), 422, ["answers[0]"]),
+    ("edit: whitespace span", "PUT", "/api/questions?id=sb1", lambda v: _edit(v, answers=[{"start": SPACE, "end": SPACE + 1}]), 422, ["whitespace"]),
+    ("edit: blank question", "PUT", "/api/questions?id=sb1", lambda v: _edit(v, question="   "), 422, ["question"]),
+    ("edit: lone surrogate", "PUT", "/api/questions?id=sb1",
      lambda v: b'{"question": "\\udfff", "answers": [], "version": %d}' % v, 422, ["question"]),
-    ("edit: unknown question", "PUT", "/api/questions/nope", lambda v: _edit(v), 404, ["nope"]),
-    ("delete: unknown question", "DELETE", "/api/questions/nope?version={v}", None, 404, ["nope"]),
-    ("delete: no version", "DELETE", "/api/questions/sb1", None, 422, ["version"]),
-    ("delete: version not a number", "DELETE", "/api/questions/sb1?version=latest", None, 422, ["version"]),
+    ("edit: unknown question", "PUT", "/api/questions?id=nope", lambda v: _edit(v), 404, ["nope"]),
+    ("delete: unknown question", "DELETE", "/api/questions?id=nope&version={v}", None, 404, ["nope"]),
+    ("delete: no version", "DELETE", "/api/questions?id=sb1", None, 422, ["version"]),
+    ("delete: version not a number", "DELETE", "/api/questions?id=sb1&version=latest", None, 422, ["version"]),
     ("paragraph: empty context", "POST", "/api/paragraphs", lambda v: {"title": "T", "context": "", "version": v}, 422, ["context"]),
     ("paragraph: blank context", "POST", "/api/paragraphs", lambda v: {"title": "T", "context": " \r\n\t", "version": v}, 422, ["context"]),
     ("paragraph: missing context", "POST", "/api/paragraphs", lambda v: {"title": "T", "version": v}, 422, ["context"]),
@@ -601,20 +617,20 @@ def test_a_refused_question_edit_leaves_the_question_as_it_was(tmp_path):
     api = client(path)
     view = api.get("/api/data").json()
     before = path.read_bytes()
-    response = api.put("/api/questions/sb1", json={"question": "Who?", "answers": [{"start": 0, "end": 10_000}], "version": view["version"]})
+    response = api.put("/api/questions", params={"id": "sb1"}, json={"question": "Who?", "answers": [{"start": 0, "end": 10_000}], "version": view["version"]})
     assert_error(response, 422, "answers[0]")
     assert path.read_bytes() == before
     after = api.get("/api/data").json()
     assert after["data"] == view["data"]
     # the next change works
-    response = api.delete("/api/questions/sb2", params={"version": after["version"]})
+    response = api.delete("/api/questions", params={"id": "sb2", "version": after["version"]})
     assert response.status_code == 200, response.text
 
 
 def test_errors_for_missing_routes_and_methods_are_json(tmp_path):
     api = client(squad_copy(tmp_path))
     assert_error(api.get("/api/nothing"), 404, "/api/nothing")
-    assert_error(api.get("/api/questions/sb1"), 405)
+    assert_error(api.get("/api/questions", params={"id": "sb1"}), 405)
     assert_error(api.post("/api/paragraphs", content=b"title=T", headers={"Content-Type": "application/x-www-form-urlencoded"}), 415, "json")
 
 
@@ -626,8 +642,8 @@ def _every_change(v: int) -> list[tuple[str, str, dict | None]]:
         ("POST", "/api/paragraphs", {"title": "T", "context": "New text.", "version": v}),
         ("PUT", "/api/paragraphs/0/1", {"context": "Levi's Stadium in Santa Clara, California.", "version": v}),
         ("POST", "/api/questions", _question(v)),
-        ("PUT", "/api/questions/sb1", _edit(v)),
-        ("DELETE", f"/api/questions/sb1?version={v}", None),
+        ("PUT", "/api/questions?id=sb1", _edit(v)),
+        ("DELETE", f"/api/questions?id=sb1&version={v}", None),
         ("POST", "/api/undo", {"version": v}),
     ]
 
@@ -636,7 +652,7 @@ def test_a_stale_version_is_a_conflict_and_nothing_changes(tmp_path):
     path = squad_copy(tmp_path)
     api = client(path)
     stale = version_of(api)
-    assert api.delete("/api/questions/al2", params={"version": stale}).status_code == 200
+    assert api.delete("/api/questions", params={"id": "al2", "version": stale}).status_code == 200
     view = api.get("/api/data").json()
     before = path.read_bytes()
     for method, url, body in _every_change(stale):
@@ -661,11 +677,14 @@ def test_two_apps_on_one_file_lose_nothing(tmp_path):
     assert path.read_bytes() == before
     view = second.get("/api/data").json()
     assert view["version"] == one["version"] and one["id"] in questions_of(view["data"])
+    # what was validated at start is not this file any more: the page says it was reloaded
+    assert view["report"]["line"] == "reloaded: changed by another program since this session opened it"
+    assert first.get("/api/data").json()["report"]["line"] == "valid as read: nothing repaired or skipped"
     two = second.post("/api/questions", json={"paragraph": "1/0", "question": "Who?", "answers": [], "version": view["version"]})
     assert two.status_code == 200, two.text
     # the first app's change with its old version is refused too, then made after a reload
-    assert_error(first.delete("/api/questions/sb1", params={"version": one["version"]}), 409, "reload")
-    deleted = first.delete("/api/questions/sb1", params={"version": version_of(first)})
+    assert_error(first.delete("/api/questions", params={"id": "sb1", "version": one["version"]}), 409, "reload")
+    deleted = first.delete("/api/questions", params={"id": "sb1", "version": version_of(first)})
     assert deleted.status_code == 200, deleted.text
     # the first app cannot undo past the second's change
     assert first.get("/api/data").json()["can_undo"] is True
@@ -686,11 +705,11 @@ def test_a_change_by_another_program_is_taken_in(tmp_path):
     doc = saved(path)
     doc["data"][1]["paragraphs"][0]["qas"][1]["question"] = "Who designed the engine?"
     path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")  # an editor
-    assert_error(api.delete("/api/questions/sb1", params={"version": stale}), 409, "reload")
+    assert_error(api.delete("/api/questions", params={"id": "sb1", "version": stale}), 409, "reload")
     assert saved(path) == doc
     view = api.get("/api/data").json()
     assert questions_of(view["data"])["al2"]["question"] == "Who designed the engine?" and view["can_undo"] is False
-    assert api.delete("/api/questions/sb1", params={"version": view["version"]}).status_code == 200
+    assert api.delete("/api/questions", params={"id": "sb1", "version": view["version"]}).status_code == 200
     assert questions_of(saved(path))["al2"]["question"] == "Who designed the engine?"
 
 
@@ -755,7 +774,7 @@ def test_a_change_that_would_not_read_back_is_refused(tmp_path, monkeypatch):
         raise store_module.Invalid("the data would not read back as valid SQuAD v2.0 (simulated); nothing was saved")
 
     monkeypatch.setattr(store_module.AnnotationStore, "_check_file", check_file)
-    assert_error(api.delete("/api/questions/sb1", params={"version": view["version"]}), 422, "would not read back")
+    assert_error(api.delete("/api/questions", params={"id": "sb1", "version": view["version"]}), 422, "would not read back")
     assert_error(api.post("/api/paragraphs", json={"title": "T", "context": "Text.", "version": view["version"]}), 422, "read back")
     assert len(checked) == 2 and not any(p.exists() for p in checked)
     assert path.read_bytes() == before
@@ -837,7 +856,7 @@ def test_a_file_needing_repairs_opens_and_says_what_was_repaired(tmp_path):
         for qa in paragraph["qas"]:
             for a in qa["answers"]:
                 assert paragraph["context"][a["answer_start"] : a["answer_start"] + len(a["text"])] == a["text"]
-    assert api.delete("/api/questions/f4", params={"version": view["version"]}).status_code == 200
+    assert api.delete("/api/questions", params={"id": "f4", "version": view["version"]}).status_code == 200
     assert_valid(path)
     assert set(questions_of(saved(path))) == {"f1", "f2", "f3"}
 
@@ -1034,7 +1053,7 @@ def test_http_another_layout_is_written_beside_it_and_not_reopened(tmp_path):
     logs.mkdir()
     with annotating(original, log_dir=logs) as server:
         assert server.data()["file"] == target.name
-        status, _ = server.send("DELETE", f"/api/questions/r3?version={server.data()['version']}")
+        status, _ = server.send("DELETE", f"/api/questions?id=r3&version={server.data()['version']}")
         assert status == 200
     said = server.said()
     assert str(target) in said, said
@@ -1152,7 +1171,7 @@ def test_http_security(tmp_path):
         # a change naming another file writes nothing anywhere
         status, body = server.send("POST", "/api/paragraphs", {"title": "T", "context": "x", "version": server.data()["version"], "path": str(secret)})
         assert status == 422, body
-        status, _ = server.send("DELETE", f"/api/questions/sb1?version={server.data()['version']}&path={urllib.parse.quote(str(secret))}")
+        status, _ = server.send("DELETE", f"/api/questions?id=sb1&version={server.data()['version']}&path={urllib.parse.quote(str(secret))}")
         assert status == 200
         assert secret.read_bytes() == secret_bytes
         status, _, page = server.server.request("GET", "/", timeout=HTTP_TIMEOUT)

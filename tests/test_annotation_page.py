@@ -542,6 +542,57 @@ def test_editing_a_paragraph_moves_its_answers_or_shows_why_not(visit, server, d
     assert paragraph_of(data_file, paragraph)["context"] == edited
 
 
+def _api_change(server: Server, method: str, path: str, body: dict) -> dict:
+    """A change made by another client (a script, another tab) at the data's latest version."""
+    status, _, raw = server.request("GET", "/api/data")
+    assert status == 200
+    payload = json.dumps({**body, "version": json.loads(raw)["version"]}).encode("utf-8")
+    status, _, raw = server.request(method, path, payload, {"Content-Type": "application/json"})
+    assert status == 200, raw
+    return json.loads(raw)
+
+
+def test_a_paragraph_edit_keeps_its_line_ends_and_survives_changes_elsewhere(browser, server, data_file):
+    from playwright.sync_api import expect
+
+    mixed = "Line one.\r\nLine two has Ada.\nEnd."
+    paragraph = _api_change(server, "POST", "/api/paragraphs", {"title": "Line ends", "context": mixed})["paragraph"]
+    elsewhere = _api_change(server, "POST", "/api/paragraphs", {"title": "Line ends", "context": "Another one."})["paragraph"]
+    visit = Visit(browser, server).open()
+    try:
+        page, notice = visit.page, visit.page.locator("#notice")
+        visit.choose(paragraph)
+        # Edit, then Save with nothing changed: the textarea's "\n" line ends are no change
+        page.click("#edit-paragraph")
+        page.click("#save-paragraph")
+        expect(page.locator("#paragraph-text")).to_be_hidden()
+        assert paragraph_of(data_file, paragraph)["context"] == mixed
+
+        # a real edit, while another client changes another paragraph
+        page.click("#edit-paragraph")
+        page.fill("#paragraph-text", "Line one.\nLine two has Ada.\nThe end.")
+        _api_change(server, "POST", "/api/questions", {"paragraph": elsewhere, "question": "Which?", "answers": []})
+        page.click("#save-paragraph")
+        expect(notice).to_contain_text(CONFLICT)  # the page's version was old: reloaded
+        page.click("#save-paragraph")  # the paragraph itself did not change: the retry is saved
+        expect(page.locator("#paragraph-text")).to_be_hidden()
+        assert paragraph_of(data_file, paragraph)["context"] == "Line one.\r\nLine two has Ada.\nThe end."  # its own line ends
+
+        # another client changes this very paragraph meanwhile: the edit is not saved over it
+        page.click("#edit-paragraph")
+        page.fill("#paragraph-text", "Mine.")
+        a, p = paragraph.split("/")
+        _api_change(server, "PUT", f"/api/paragraphs/{a}/{p}", {"context": "Theirs."})
+        page.click("#save-paragraph")
+        expect(notice).to_contain_text(CONFLICT)
+        page.click("#save-paragraph")
+        expect(notice).to_contain_text("changed elsewhere while you edited it")
+        assert page.input_value("#paragraph-text") == "Mine."  # what was typed stays, to copy
+        assert paragraph_of(data_file, paragraph)["context"] == "Theirs."
+    finally:
+        visit.close()
+
+
 def test_editing_a_question_keeps_its_answers(visit, server, data_file):
     from playwright.sync_api import expect
 

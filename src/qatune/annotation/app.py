@@ -26,6 +26,7 @@ from qatune.web import BodyLimit, PageHeaders, add_error_handlers
 STATIC = Path(str(resources.files("qatune.annotation") / "static"))  # installed as plain files (package data)
 MAX_BODY_BYTES = 5_000_000
 MAX_TEXT_CHARACTERS = 200_000
+QUESTION_ID = Query(..., alias="id", min_length=1, description="the question's id")
 
 
 class _Strict(BaseModel):
@@ -115,14 +116,18 @@ def create_app(
         question_id, version = run(store.add_question, body.version, body.paragraph, body.question, spans)
         return {"id": question_id, "version": version}
 
-    @app.put("/api/questions/{question_id}", summary="Replace a question's text and answers")
-    def update_question(question_id: str, body: EditedQuestion) -> dict:
+    # The id travels as a query parameter, not a path segment: ids may hold "/" or be "." or
+    # "..", which a path cannot carry (servers decode %2F before routing, browsers drop dot segments).
+    @app.put("/api/questions", summary="Replace a question's text and answers")
+    def update_question(body: EditedQuestion, question_id: str = QUESTION_ID) -> dict:
         spans = [Span(a.start, a.end) for a in body.answers]
         _, version = run(store.update_question, body.version, question_id, body.question, spans)
         return {"id": question_id, "version": version}
 
-    @app.delete("/api/questions/{question_id}", summary="Delete a question")
-    def delete_question(question_id: str, version: int = Query(..., description="the version it was read at")) -> dict:
+    @app.delete("/api/questions", summary="Delete a question")
+    def delete_question(
+        question_id: str = QUESTION_ID, version: int = Query(..., description="the version it was read at")
+    ) -> dict:
         _, new_version = run(store.delete_question, version, question_id)
         return {"version": new_version}
 

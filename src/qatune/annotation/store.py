@@ -59,6 +59,7 @@ class AnnotationStore:
     def __init__(self, path: str | Path, *, format: str = "auto") -> None:
         self.source = Path(path).expanduser().resolve()  # a link is followed: the file it names is edited
         self.kept_original: Path | None = None  # where a repaired SQuAD file's original was kept
+        self.reloaded = False  # whether another program's change to the file was taken in since
         self._lock = threading.Lock()
         self._undo: list[tuple[dict, str]] = []
         self.report, self.layout, self.doc, self.target, self.version = self._open(format)
@@ -189,6 +190,7 @@ class AnnotationStore:
             ) from None
         self.doc, self.version, self._undo = doc, version, []
         self.report = None  # the file read at start is not the one now: its report no longer applies
+        self.reloaded = True
 
     # --- reading ------------------------------------------------------------------------------------
 
@@ -200,7 +202,7 @@ class AnnotationStore:
                 "data": _with_string_ids(copy.deepcopy(self.doc["data"])),
                 "file": self.target.name,
                 "counts": counts(self.doc),
-                "report": report_summary(self.report, self.layout),
+                "report": report_summary(self.report, self.layout, reloaded=self.reloaded),
                 "can_undo": bool(self._undo),
                 "undo": self._undo[-1][1] if self._undo else None,
             }
@@ -366,9 +368,10 @@ def counts(doc: dict) -> dict[str, int]:
     }
 
 
-def report_summary(report: ValidationReport | None, layout: str) -> dict[str, Any]:
+def report_summary(report: ValidationReport | None, layout: str, *, reloaded: bool = False) -> dict[str, Any]:
     if report is None:
-        return {"line": "a new file", "repaired": 0, "skipped_questions": 0, "skipped_answers": 0, "layout": layout}
+        line = "reloaded: changed by another program since this session opened it" if reloaded else "a new file"
+        return {"line": line, "repaired": 0, "skipped_questions": 0, "skipped_answers": 0, "layout": layout}
     untouched = not sum(report.repaired.values()) and not report.skipped_questions and not report.skipped_answers
     return {
         "line": "valid as read: nothing repaired or skipped" if untouched else report.repair_line(),

@@ -821,7 +821,7 @@
     const text = spanText(span);
     clearSelection();
     change(
-      (seen) => api("PUT", `api/questions/${encodeURIComponent(qa.id)}`, { question: qa.question, answers: [...answers, span], version: seen }),
+      (seen) => api("PUT", `api/questions?id=${encodeURIComponent(qa.id)}`, { question: qa.question, answers: [...answers, span], version: seen }),
       {
         done: () => `Added the answer ${quote(text)} to ${quote(qa.question, 60)}.`,
         failed: () => restorePending(entry.id, span),
@@ -900,7 +900,7 @@
       return;
     }
     change(
-      (seen) => api("PUT", `api/questions/${encodeURIComponent(id)}`, { question: text, answers: (qa.answers || []).map(answerSpan), version: seen }),
+      (seen) => api("PUT", `api/questions?id=${encodeURIComponent(id)}`, { question: text, answers: (qa.answers || []).map(answerSpan), version: seen }),
       {
         done: () => {
           state.editingQuestion = null;
@@ -918,7 +918,7 @@
     const [removed] = (qa.answers || []).slice(index, index + 1);
     answers.splice(index, 1);
     change(
-      (seen) => api("PUT", `api/questions/${encodeURIComponent(id)}`, { question: qa.question, answers, version: seen }),
+      (seen) => api("PUT", `api/questions?id=${encodeURIComponent(id)}`, { question: qa.question, answers, version: seen }),
       {
         done: () =>
           `Removed the answer ${quote(removed ? removed.text : "")}` + (answers.length ? "." : ": the question is now unanswerable."),
@@ -930,7 +930,7 @@
     clearNotice();
     const qa = questionsOf(currentParagraph()).find((item) => item.id === id);
     if (!qa) return;
-    change((seen) => api("DELETE", `api/questions/${encodeURIComponent(id)}?version=${seen}`), {
+    change((seen) => api("DELETE", `api/questions?id=${encodeURIComponent(id)}&version=${seen}`), {
       done: () => {
         if (state.question === id) state.question = null;
         return `Deleted ${quote(qa.question, 60)}. Undo brings it back (Ctrl+Z).`;
@@ -980,7 +980,7 @@
     const entry = currentParagraph();
     if (!entry) return;
     state.editing = true;
-    state.editingVersion = state.version;  // the text being edited is this version's
+    state.editingFrom = entry.paragraph.context;  // the text the edit starts from
     state.pending = null;
     state.suggestions = null;
     els.paragraphText.value = entry.paragraph.context;
@@ -998,22 +998,41 @@
     clearNotice();
     const entry = currentParagraph();
     if (!entry) return;
-    let context = els.paragraphText.value;
-    // a textarea gives "\n" for every line end: put the paragraph's own "\r\n" back
-    if (entry.paragraph.context.includes("\r\n") && !context.includes("\r")) context = context.replace(/\n/g, "\r\n");
-    if (context === entry.paragraph.context) {
+    const typed = els.paragraphText.value;
+    const from = state.editingFrom;
+    // a textarea gives "\n" for every line end, whatever the paragraph has
+    if (typed === from.replace(/\r\n?/g, "\n")) {
       stopEditing();
       return;
     }
+    const context = withLineEnds(typed, from);
     const [a, p] = entry.id.split("/");
-    const edited = state.editingVersion;
-    change(() => api("PUT", `api/paragraphs/${a}/${p}`, { context, version: edited }), {
+    // Checked when its turn comes (after any reload before it): while the paragraph is still the
+    // text the edit began from, the data's latest version is the one to send, since changes
+    // elsewhere in the file (another tab's) do not touch this edit; once it changed elsewhere,
+    // saving would undo that change without a word.
+    const save = () => {
+      const now = state.byId.get(entry.id);
+      if (!now || now.paragraph.context !== from) {
+        return Promise.reject(new ApiError(0, "This paragraph's text was changed elsewhere while you edited it: copy your text, press Cancel, and edit the new text."));
+      }
+      return api("PUT", `api/paragraphs/${a}/${p}`, { context, version: state.version });
+    };
+    change(save, {
       done: (body) => {
         state.editing = false;
         showMoved(body.moved || []);
         return "Saved the paragraph's text.";
       },
     });
+  }
+
+  // The k-th line end of `typed` (a textarea's "\n") becomes the k-th of `original` ("\r\n", "\r"
+  // or "\n"): an edit keeps the paragraph's own line ends; new lines take its last kind.
+  function withLineEnds(typed, original) {
+    const ends = original.match(/\r\n|\r|\n/g) || [];
+    let k = 0;
+    return typed.replace(/\n/g, () => ends[Math.min(k++, ends.length - 1)] || "\n");
   }
 
   function showMoved(moved) {

@@ -162,6 +162,22 @@ def test_close_call_margin_is_the_log_ratio_to_the_runner_up_or_the_threshold():
     assert close_call_margin(decoded(0.5, 0.25)) == pytest.approx(np.log(2))
     assert close_call_margin(decoded(0.9)) == float("inf")
     assert close_call_margin(decoded(0.5, 0.1, null=0.3), null_threshold=0.25) == pytest.approx(np.log(0.3 / 0.25))
+    # threshold 0 ("no answer" whenever its probability is above 0): noise cannot flip it, only the runner-up counts
+    assert close_call_margin(decoded(0.5, 0.25, null=0.3), null_threshold=0.0) == pytest.approx(np.log(2))
+
+
+def test_a_model_whose_threshold_is_0_answers_on_an_engine_that_rechecks(tiny_bert, tmp_path):
+    import json
+    import shutil
+
+    from qatune.inference import QAModel
+
+    folder = shutil.copytree(tiny_bert, tmp_path / "model")
+    card = json.loads((folder / "qatune.json").read_text()) if (folder / "qatune.json").exists() else {"settings": {}}
+    card["settings"]["null_threshold"] = 0.0
+    (folder / "qatune.json").write_text(json.dumps(card))
+    model = QAModel.from_pretrained(folder, engine="openvino", bf16=True)  # bf16 re-checks close calls in float32
+    assert model.ask("Who wrote it?", "Ada wrote it.") == []  # every no-answer probability is above 0
 
 
 def test_recheck_margin_catches_the_changed_answers_of_the_calibration_data():

@@ -436,9 +436,12 @@ def test_wrong_method_is_405_json(server, method, path, allowed):
 
 def test_requests_naming_another_host_are_refused(server):
     """Bound to 127.0.0.1: a page elsewhere cannot reach it through a name it points here (DNS rebinding)."""
-    status, _, _ = server.request("GET", "/v1/health", headers={"Host": "evil.example"})
-    assert status == 400
-    assert server.request("GET", "/v1/health", headers={"Host": "localhost"})[0] == 200
+    status, headers, body = server.request("GET", "/v1/health", headers={"Host": "evil.example"})
+    assert status == 400 and headers["content-type"] == "application/json"  # like every error: a JSON detail
+    assert "addressed to 127.0.0.1 or localhost only, not 'evil.example'" in json.loads(body)["detail"]
+    for name in ("localhost", "LocalHost:1234", "127.0.0.1", "[::1]:80"):
+        assert server.request("GET", "/v1/health", headers={"Host": name})[0] == 200, name
+    assert server.request("GET", "/v1/health", headers={"Host": "localhost.evil.example"})[0] == 400
 
 
 def test_default_address_is_localhost(server):
@@ -1071,6 +1074,66 @@ def test_the_app_works_mounted_in_another_app(tiny_bert):
         page = client.get("/qa/").text
         # the page asks for its files and the API relative to where it is served
         assert 'src="static/app.js"' in page and client.get("/qa/static/app.js").status_code == 200
+
+
+def test_a_mounted_app_loads_for_its_page_alone(tiny_bert):
+    """The page polls /v1/model until ready: that alone must start the loading."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from qatune.serving import create_app
+
+    parent = FastAPI()
+    parent.mount("/qa", create_app(tiny_bert))
+    with TestClient(parent) as client:
+        assert client.get("/qa/").status_code == 200
+        deadline = time.monotonic() + 120
+        while not client.get("/qa/v1/model").json()["ready"]:  # never /v1/health nor /v1/answer
+            assert time.monotonic() < deadline, "the page's requests never loaded the model"
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize("key", ["clé-secrète", " s3cret", "s3cret\n", ""])
+def test_a_key_no_http_header_can_carry_is_refused_at_start(tiny_bert, key):
+    from qatune.errors import SettingsError
+    from qatune.serving import create_app
+
+    with pytest.raises(SettingsError, match="printable ASCII with no space at either end"):
+        create_app(tiny_bert, api_key=key)
+
+
+def test_static_files_have_a_route_label_of_their_own(tiny_bert):
+    from fastapi.testclient import TestClient
+
+    from qatune.serving import create_app
+
+    with TestClient(create_app(tiny_bert)) as client:
+        assert client.get("/static/app.js").status_code == 200
+        assert client.get("/no/such/path").status_code == 404
+        metrics = Metrics(client.get("/metrics").text)
+    assert metrics.requests("/static", "GET", 200) == 1
+    assert metrics.requests("other", "GET", 200) == 0 and metrics.requests("other", "GET", 404) == 1
+
+
+def test_callers_that_go_away_give_their_place_in_the_queue_back(tiny_bert, tmp_path):
+    long = json.dumps({"question": "what?", "context": "the cat sat on the mat " * 3000}).encode()
+    with running_server(tiny_bert, "--max-queue", "2", "--max-context-chars", "200000", log_dir=tmp_path) as server:
+        host, port = "127.0.0.1", urllib.parse.urlsplit(server.url).port
+        for _ in range(2):  # two callers send a long question and hang up at once
+            with socket.create_connection((host, port)) as caller:
+                caller.sendall(
+                    b"POST /v1/answer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(long) + long
+                )
+        deadline = time.monotonic() + HTTP_TIMEOUT
+        while Metrics.read(server).requests("/v1/answer", "POST", 499) < 2:  # 499: the caller went away
+            assert time.monotonic() < deadline, "the requests of callers that went away were never given up"
+            time.sleep(0.1)
+        while Metrics.read(server).value("qatune_queue_questions", "qatune_queue_questions") != 0:
+            assert time.monotonic() < deadline, "their questions still hold places in the queue"
+            time.sleep(0.1)
+        status, body = server.post_json("/v1/answer", {"question": "Who?", "context": "Ada wrote it."})
+        assert status == 200, body  # the queue of 2 has room for a caller who stays
 
 
 def test_items_equal_ask_on_an_engine_whose_logits_depend_on_the_batch(minilm_sized_bert):

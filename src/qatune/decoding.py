@@ -420,7 +420,8 @@ def close_call_margin(decoded: Decoded, null_threshold: float = 1.0) -> float:
     answers = decoded.answers
     if len(answers) >= 2 and answers[1].score > 0:
         margin = math.log(answers[0].score / answers[1].score)
-    if null_threshold < 1.0 and decoded.null_prob > 0:
+    # At 0 the decision is null_prob > 0, which a little noise in the logits cannot flip.
+    if 0.0 < null_threshold < 1.0 and decoded.null_prob > 0:
         margin = min(margin, abs(math.log(decoded.null_prob / null_threshold)))
     return margin
 

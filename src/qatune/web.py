@@ -127,3 +127,33 @@ def _message(error: dict) -> str:
         reason = (error.get("ctx") or {}).get("error")
         return "not valid JSON" + (f" ({reason})" if reason else "")
     return message.removeprefix("Value error, ")
+
+
+class ThisMachineByName:
+    """400, with a JSON detail, for a request whose Host header names another machine: on a
+    loopback address, a web page elsewhere cannot reach the app through a domain it points at
+    127.0.0.1 (DNS rebinding)."""
+
+    NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if _host_name(host) not in self.NAMES:
+                detail = (
+                    f"this server answers requests addressed to 127.0.0.1 or localhost only, not {host!r} "
+                    "(it listens on this machine only); to serve other machines, start it with --host 0.0.0.0"
+                )
+                return await JSONResponse({"detail": detail}, status_code=400)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def _host_name(host: str) -> str | None:
+    """The name in a Host header, without its port: "[::1]:8000" -> "::1", "LocalHost" -> "localhost"."""
+    if host.startswith("["):
+        return host[1 : host.index("]")].lower() if "]" in host else None
+    return host.rsplit(":", 1)[0].lower() if host.count(":") <= 1 else None
+

@@ -148,9 +148,9 @@ def only_this_machine_by_name(app, host: str) -> None:
     """On a loopback address, answer only requests whose Host names this machine: a web page
     elsewhere cannot reach the server through a domain it points at 127.0.0.1 (DNS rebinding)."""
     if host in LOOPBACK_HOSTS:
-        from starlette.middleware.trustedhost import TrustedHostMiddleware
+        from qatune.web import ThisMachineByName
 
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "::1", "[::1]"])
+        app.add_middleware(ThisMachineByName)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

@@ -102,6 +102,12 @@ def _api_key(variable: str | None) -> str | None:
             f"--api-key-env {variable}: the environment variable {variable} is not set or empty; "
             f"set it to the key (e.g. `export {variable}=$(openssl rand -hex 32)`) before starting"
         )
+    from qatune.serving.app import check_api_key
+
+    try:
+        check_api_key(key)
+    except SettingsError as error:
+        raise SettingsError(f"--api-key-env {variable}: {error}") from None
     return key
 
 

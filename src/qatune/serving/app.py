@@ -28,6 +28,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from qatune.data import Example
+from qatune.errors import SettingsError
 from qatune.inference import QAModel
 from qatune.serving.batcher import LargerThanQueue, MicroBatcher, QueueFull
 from qatune.serving.metrics import ServerMetrics
@@ -44,6 +45,8 @@ logger = logging.getLogger("qatune.serving")
 
 STATIC = Path(str(resources.files("qatune.serving") / "static"))  # installed as plain files (package data)
 RETRY_AFTER_SECONDS = 1
+DISCONNECT_CHECK_SECONDS = 0.1  # how often a waiting request looks whether its caller is still there
+CLIENT_CLOSED_REQUEST = 499  # the status logs and /metrics give a request whose caller went away
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
@@ -80,8 +83,14 @@ def create_app(
     starts; /v1/health says "loading" until it has answered a warm-up question). With
     `api_key`, `/v1/answer` needs `Authorization: Bearer <api_key>`."""
     limits = limits or ServerLimits()
+    check_api_key(api_key)
     metrics = ServerMetrics()
     state = _ServerState(model, limits, metrics, name, model_card, dict(engine=engine, device=device, bf16=bf16))
+
+    async def loading_started() -> None:
+        # Mounted in another app, whose lifespan does not run this app's: any request loads it
+        # (the page's too, which polls /v1/model until the model is ready).
+        state.start_loading()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -96,6 +105,7 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,  # FastAPI's docs page loads its script from a CDN; the schema is at /openapi.json
         redoc_url=None,
+        dependencies=[Depends(loading_started)],
     )
     app.state.qatune = state
     add_error_handlers(app)
@@ -116,8 +126,7 @@ def create_app(
         },
         dependencies=[Depends(require_key)],
     )
-    async def answer(body: AnswerRequest) -> dict:
-        state.start_loading()  # mounted in another app, whose lifespan does not run this app's
+    async def answer(body: AnswerRequest, request: Request) -> dict:
         items = body.items if isinstance(body, Questions) else [body]
         if len(items) > limits.max_items:
             raise HTTPException(413, f"{len(items)} items in one request; this server takes at most {limits.max_items} (max_items)")
@@ -133,7 +142,7 @@ def create_app(
         results = []
         examples = [Example(id=str(i), question=item.question, context=item.context) for i, item in enumerate(items)]
         try:
-            decoded = await batcher.answer(examples, max(item.top_k for item in items))
+            decoded = await _unless_caller_leaves(request, batcher.answer(examples, max(item.top_k for item in items)))
         except LargerThanQueue as error:
             raise HTTPException(413, f"{error} (max_queue_questions): send fewer items per request")
         except QueueFull as error:
@@ -146,7 +155,6 @@ def create_app(
 
     @app.get("/v1/health", summary="200 once the model has loaded and answered a warm-up question; 503 before")
     async def health() -> JSONResponse:
-        state.start_loading()
         if state.failure is not None:
             return JSONResponse({"status": "failed", "detail": state.failure}, status_code=503)
         if not state.ready:
@@ -288,16 +296,44 @@ def model_card_of(source) -> dict:
     return card
 
 
+async def _unless_caller_leaves(request: Request, work):
+    """The result of `work`; if the caller disconnects first, `work` is cancelled (a question
+    still waiting in the queue gives its place back) and the request ends with 499."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=DISCONNECT_CHECK_SECONDS)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise HTTPException(CLIENT_CLOSED_REQUEST, "the caller went away before the answer was ready")
+
+
+def check_api_key(api_key: str | None) -> None:
+    """A key that an HTTP header can carry as it is: printable ASCII, nothing around it (HTTP
+    strips spaces around header values, and decodes other bytes differently than clients send)."""
+    if api_key is None:
+        return
+    if not api_key or not (api_key.isascii() and api_key.isprintable()) or api_key != api_key.strip():
+        raise SettingsError(
+            "the API key must be printable ASCII with no space at either end (what an HTTP header carries "
+            "unchanged); make one with `openssl rand -hex 32`"
+        )
+
+
 def _key_check(api_key: str | None):
     """A dependency: with a key set, `Authorization: Bearer <key>` or 401 (compared in constant time)."""
-    expected = None if api_key is None else api_key.encode("utf-8")
+    expected = None if api_key is None else api_key.encode("ascii")
 
     async def require_key(request: Request) -> None:
         if expected is None:
             return
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode("utf-8"), expected):
+        # header values arrive decoded as latin-1: encoded back, they are the bytes the client sent
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode("latin-1"), expected):
             detail = "a valid API key is needed: send the header 'Authorization: Bearer <key>'"
             raise HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
@@ -335,6 +371,8 @@ def _route_of(scope) -> str:
     path = getattr(scope.get("route"), "path", None)
     if isinstance(path, str):
         return path
+    if scope.get("root_path", "").endswith("/static"):  # the page's files: their mount set it so
+        return "/static"
     # refused before routing (a body over the limit by its Content-Length): the path, if a route's
     known = {getattr(route, "path", None) for route in getattr(scope.get("app"), "routes", ())}
     return scope["path"] if scope.get("path") in known else "other"

@@ -19,7 +19,7 @@ from qatune.distillation import (
 )
 from qatune.engines import load_engine
 from qatune.errors import SettingsError
-from qatune.features import label_windows, make_windows
+from qatune.features import label_windows, make_windows, with_token_types
 from qatune.modeling import load_qa_model, load_tokenizer
 from qatune.settings import QASettings
 from qatune.shrink import shrink_model
@@ -295,5 +295,34 @@ def test_transfer_questions_need_a_teacher_and_a_resume_needs_the_same_ones(tiny
         train(examples, None, taught, progress=False, transfer_examples=[])
     train(examples[:8], None, taught, progress=False, transfer_examples=unanswered(examples[8:]))
     resumed = dataclasses.replace(taught, epochs=2, resume=True)
-    with pytest.raises(SettingsError, match=r"started with other settings \(transfer_sha256: was '[0-9a-f]{64}', now"):
+    with pytest.raises(SettingsError, match=r"started with other settings \(other transfer questions than the run's"):
         train(examples[:8], None, resumed, progress=False, transfer_examples=unanswered(examples[9:]))
+
+
+def test_a_distilbert_student_learns_from_a_bert_teacher(tiny_bert, tiny_distilbert, tmp_path):
+    """The same ids, token types on the teacher's side only: the student's windows get BERT's segments."""
+    examples = load_examples(TINY_QA)
+    student_windows = make_windows(examples, load_tokenizer(tiny_distilbert), WINDOWS)
+    teacher_windows = make_windows(examples, load_tokenizer(tiny_bert), WINDOWS)
+    assert student_windows.token_type_ids is None and teacher_windows.token_type_ids is not None
+    built = with_token_types(student_windows, load_tokenizer(tiny_distilbert).sep_token_id)
+    for ids, types, theirs, their_types in zip(
+        built.input_ids, built.token_type_ids, teacher_windows.input_ids, teacher_windows.token_type_ids
+    ):
+        assert np.array_equal(ids, theirs) and np.array_equal(types, their_types)
+
+    arguments = TrainingArguments(output_dir=str(tmp_path / "student"), model=str(tiny_distilbert), epochs=1,
+                                  learning_rate=3e-3, teacher=str(tiny_bert), **COMMON)
+    assert train(examples, None, arguments, progress=False).epochs_run == 1
+
+
+def test_a_teacher_shorter_than_the_windows_is_refused_naming_the_length(tiny_bert, tmp_path):
+    teacher = tmp_path / "short-teacher"
+    model = load_qa_model(tiny_bert)
+    model.config.max_position_embeddings = 40  # what the teacher's config says it takes
+    model.save_pretrained(teacher)
+    load_tokenizer(tiny_bert).save_pretrained(teacher)
+    arguments = TrainingArguments(output_dir=str(tmp_path / "student"), model=str(tiny_bert), epochs=1,
+                                  teacher=str(teacher), **COMMON)
+    with pytest.raises(SettingsError, match=r"takes at most 40 tokens per window, but the student's windows are max_seq_length 48"):
+        train(load_examples(TINY_QA), None, arguments, progress=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from qatune.modeling import load_qa_model, load_tokenizer
 from qatune.training import (
     TrainingArguments,
     PAD_TO_MULTIPLE,
+    _accumulated,
     _token_ids_only,
     auto_epochs,
     length_grouped_batches,
@@ -281,6 +283,42 @@ def test_resume_with_other_settings_is_refused(tiny_bert, tiny_examples, tmp_pat
         train(tiny_examples, None, tiny_arguments(tiny_bert, output, epochs=1, learning_rate=1e-3, resume=True), progress=False)
 
 
+def test_resume_with_other_data_is_refused_naming_the_data(tiny_bert, tiny_examples, tmp_path):
+    output = tmp_path / "run"
+    train(tiny_examples, tiny_examples[:4], tiny_arguments(tiny_bert, output, epochs=1, keep_checkpoints=True), progress=False)
+    reworded = [dataclasses.replace(tiny_examples[0], question="Reworded?"), *tiny_examples[1:]]
+    cases = [
+        (reworded, tiny_examples[:4], "other training data than the run's (its questions, answers or contexts differ)"),
+        (tiny_examples, tiny_examples[4:8], "other dev data than the run's"),
+        (tiny_examples, None, "dev data given before, none now"),
+    ]
+    for train_data, dev_data, said in cases:
+        with pytest.raises(SettingsError, match=re.escape(said)):
+            train(train_data, dev_data, tiny_arguments(tiny_bert, output, epochs=2, resume=True), progress=False)
+    # the same data resumes
+    result = train(tiny_examples, tiny_examples[:4], tiny_arguments(tiny_bert, output, epochs=2, resume=True), progress=False)
+    assert result.epochs_run == 2
+
+
+def test_a_resume_without_epochs_keeps_the_plan_of_its_run(tiny_bert, tiny_examples, tmp_path, monkeypatch):
+    output = tmp_path / "run"
+    real_save = checkpoints.save
+
+    def save_then_crash(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt  # after the first epoch's checkpoint
+
+    monkeypatch.setattr(checkpoints, "save", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_examples, None, tiny_arguments(tiny_bert, output, epochs=3, save_every=1), progress=False)
+    monkeypatch.setattr(checkpoints, "save", real_save)
+    lines = []
+    result = train(tiny_examples, None, tiny_arguments(tiny_bert, output, epochs=None, resume=True),
+                   progress=False, log=lines.append)
+    assert result.epochs_run == 3  # not the number chosen from the data size
+    assert any(line.startswith("training 3 epochs (as the resumed run planned)") for line in lines), lines
+
+
 def test_resume_without_a_checkpoint_is_refused(tiny_bert, tiny_examples, tmp_path):
     output = tmp_path / "none"
     with pytest.raises(SettingsError) as error:
@@ -501,3 +539,22 @@ def test_windows_tokenized_in_chunks_equal_those_made_at_once(tiny_bert, tiny_ex
     assert compact.token_type_ids[0].dtype == np.uint8
     largest = max(int(ids.max()) for ids in whole.input_ids)
     assert compact.input_ids[0].dtype == (np.uint8 if largest < 256 else np.uint16 if largest < 65536 else np.uint32)
+
+
+@pytest.mark.parametrize(
+    "batches, accumulation, divisors",
+    [(3, 2, [2, 2, 1]), (6, 3, [3, 3, 3, 3, 3, 3]), (7, 3, [3, 3, 3, 3, 3, 3, 1]), (2, 4, [2, 2]), (4, 1, [1, 1, 1, 1])],
+)
+def test_each_optimizer_step_averages_the_batches_it_adds_up(batches, accumulation, divisors):
+    # the epoch's last step may add up fewer batches: their gradient is still a mean, not a smaller sum
+    assert [_accumulated(n, batches, accumulation) for n in range(1, batches + 1)] == divisors
+
+
+def test_an_answer_length_capped_by_the_window_says_so(tiny_bert, tiny_examples, tmp_path):
+    lines = []
+    narrow = QASettings(max_seq_length=32, doc_stride=4, max_question_length=12)  # 17 tokens of context
+    train(tiny_examples, None, tiny_arguments(tiny_bert, tmp_path / "run", epochs=1, settings=narrow),
+          progress=False, log=lines.append)
+    said = [line for line in lines if line.startswith("max_answer_length: ")]
+    assert said and said[0].startswith("max_answer_length: 17 tokens (") and "at least 30" not in said[0]
+    assert said[0].endswith("at most the 17 tokens a window has for its context)")

@@ -35,7 +35,10 @@ BEST_WEIGHTS = "best.safetensors"
 # checkpoints and evaluates, when it gives up (epochs may grow: see `_check_resumable`).
 RESUMABLE_CHANGES = {
     "resume", "overwrite", "cache_dir", "output_dir", "save_every", "keep_checkpoints", "eval_every", "patience",
+    "evaluate_untrained",  # the untrained model is scored before epoch 1 only: never on a resume
 }
+# The data a run learns from and is judged on, by digest: a resume with other data is another run.
+DATA_DIGESTS = {"train_sha256": "training data", "dev_sha256": "dev data", "transfer_sha256": "transfer questions"}
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,8 @@ def check_output_dir(
         current = dict(arguments)
         if current.get("settings", {}).get("max_answer_length", 0) is None:  # chosen from the data, later
             current["settings"] = {**current["settings"], "max_answer_length": saved.get("settings", {}).get("max_answer_length")}
-        for key in ("processes", "effective_batch_size"):  # known once the processes have started
+        # known once the processes have started and the data is read: compared then
+        for key in ("processes", "effective_batch_size", *DATA_DIGESTS):
             current.setdefault(key, saved.get(key))
         _refuse_changed_settings(output_dir, saved, current | {"epochs": saved.get("epochs")}, options)
     if not resume and earlier_run and not overwrite:
@@ -314,16 +318,48 @@ def _check_resumable(
 
 
 def _refuse_changed_settings(output_dir: Path, saved: dict[str, Any], current: dict[str, Any], options: OptionNames) -> None:
-    changed = sorted(
-        key for key in set(saved) | set(current)
-        if key not in RESUMABLE_CHANGES | {"epochs"} and _comparable(key, saved.get(key)) != _comparable(key, current.get(key))
-    )
-    if changed:
-        details = "; ".join(f"{key}: was {saved.get(key)!r}, now {current.get(key)!r}" for key in changed)
+    details = []
+    for key in sorted(set(saved) | set(current)):
+        before, now = _comparable(key, saved.get(key)), _comparable(key, current.get(key))
+        if key in RESUMABLE_CHANGES | {"epochs"} or before == now:
+            continue
+        if key in ("train_sha256", "dev_sha256") and "train_sha256" not in saved:
+            continue  # a run started before qatune recorded its data: not known
+        if key in DATA_DIGESTS:
+            details.append(_data_change(DATA_DIGESTS[key], before, now))
+        elif key == "settings" and isinstance(before, dict) and isinstance(now, dict):  # each setting by name
+            details += [
+                f"{name}: was {before.get(name)!r}, now {now.get(name)!r}"
+                for name in sorted(set(before) | set(now)) if before.get(name) != now.get(name)
+            ]
+        else:
+            details.append(f"{key}: was {before!r}, now {now!r}")
+    if details:
+        details = "; ".join(details)
         raise SettingsError(
             f"{options.resume}: the run in {output_dir} was started with other settings ({details}); "
             f"resume with the same settings, or start a new run with {options.overwrite}"
         )
+
+
+def _data_change(what: str, before: str | None, now: str | None) -> str:
+    if before is None:
+        return f"{what} given now, none before"
+    if now is None:
+        return f"{what} given before, none now"
+    return f"other {what} than the run's (its questions, answers or contexts differ)"
+
+
+def planned_epochs(output_dir: Path) -> int | None:
+    """The number of epochs the run in `output_dir` was planned for, from its newest checkpoint
+    (None without one): a resume that does not ask for more keeps that plan."""
+    checkpoint = latest_checkpoint(output_dir)
+    if checkpoint is None:
+        return None
+    try:
+        return json.loads((checkpoint / "training_args.json").read_text(encoding="utf-8")).get("epochs")
+    except (OSError, ValueError):  # a damaged checkpoint is refused, with its fix, when it is loaded
+        return None
 
 
 def _comparable(key: str, value: Any) -> Any:

@@ -68,6 +68,18 @@ class Windows:
         return groups
 
 
+def with_token_types(windows: Windows, sep_token_id: int) -> Windows:
+    """The windows with BERT's token types added (0 up to the first [SEP], the question's part,
+    1 after it), for a model that takes them while the tokenizer that cut the windows gave none
+    (a BERT teacher of a DistilBERT student: the same ids, types only on one side)."""
+    types = []
+    for ids in windows.input_ids:
+        separators = np.flatnonzero(ids == sep_token_id)
+        first = int(separators[0]) if separators.size else len(ids)
+        types.append((np.arange(len(ids)) > first).astype(np.uint8))
+    return replace(windows, token_type_ids=types)
+
+
 @dataclass
 class TrainingItems:
     """One item per (window, distinct gold answer): what the model learns to point at."""

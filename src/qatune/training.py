@@ -46,6 +46,7 @@ from qatune.distillation import (
 )
 from qatune.features import (
     TrainingItems, Windows, cached_windows, concat_windows, default_cache_dir, label_coverage, label_windows,
+    with_token_types,
 )
 from qatune.files import with_default_permissions
 from qatune.batching import as_tensors, pad_windows
@@ -282,7 +283,8 @@ def train(
     global_batch = args.batch_size * processes.count  # dealt out among the processes
     batches_per_epoch = math.ceil(len(items) / global_batch)
     steps_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
-    epochs = args.epochs or auto_epochs(steps_per_epoch)
+    # a resume keeps its run's plan unless it asks for more
+    epochs = args.epochs or (checkpoints.planned_epochs(output_dir) if args.resume else None) or auto_epochs(steps_per_epoch)
     eval_every = args.eval_every or math.ceil(epochs / MAX_EVALUATIONS)
     total_steps = epochs * steps_per_epoch
     warmup_steps = int(args.warmup_ratio * total_steps)
@@ -308,7 +310,12 @@ def train(
         "epochs": epochs, "settings": settings.to_dict(),
         "processes": processes.count, "effective_batch_size": effective_batch,
     }
-    if transfer_examples:  # a resume with other transfer questions is another run
+    # a resume with other data is another run
+    arguments |= {
+        "train_sha256": examples_digest(train_examples),
+        "dev_sha256": examples_digest(dev_examples) if dev_examples else None,
+    }
+    if transfer_examples:
         arguments["transfer_sha256"] = examples_digest(transfer_examples)
     state, best_weights = checkpoints.TrainingState(), None
     if args.resume:
@@ -369,7 +376,7 @@ def train(
                     loss = loss + args.distill_hidden * hidden_state_loss(
                         outputs.hidden_states, teacher_states, inputs["attention_mask"], layer_map
                     )
-                accelerator.backward(loss * weight / args.gradient_accumulation_steps)
+                accelerator.backward(loss * weight / _accumulated(batch_number, len(batches), args.gradient_accumulation_steps))
                 if batch_number % args.gradient_accumulation_steps == 0 or batch_number == len(batches):
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                     optimizer.step()
@@ -435,9 +442,9 @@ def train(
     plain_model.save_pretrained(output_dir, safe_serialization=True)
     with_default_permissions(*output_dir.glob("*.safetensors"))
     tokenizer.save_pretrained(output_dir)
-    data = counts | {"train_sha256": examples_digest(train_examples), "train_coverage": coverage}
+    data = counts | {"train_sha256": arguments["train_sha256"], "train_coverage": coverage}
     if dev_examples:
-        data |= {"dev_sha256": examples_digest(dev_examples), "dev_unanswerable": sum(e.unanswerable for e in dev_examples)}
+        data |= {"dev_sha256": arguments["dev_sha256"], "dev_unanswerable": sum(e.unanswerable for e in dev_examples)}
     if transfer_examples:
         data["transfer_sha256"] = arguments["transfer_sha256"]
     if data_reports:
@@ -546,6 +553,7 @@ def _teacher(
     student_name, teacher_name = resolve_model_name(args.model), resolve_model_name(args.teacher)
     teacher_tokenizer = load_tokenizer(args.teacher, trust_remote_code=args.trust_remote_code)
     check_same_tokenizer(tokenizer, teacher_tokenizer, student_name, teacher_name)
+    _check_teacher_length(args.teacher, teacher_name, settings, args.trust_remote_code)
     states = args.distill_hidden > 0
     if states:  # refused before the teacher's logits cost anything
         teacher = load_qa_model(args.teacher, trust_remote_code=args.trust_remote_code)
@@ -555,6 +563,8 @@ def _teacher(
         locate_model(args.teacher), teacher_tokenizer, device=str(device), bf16=args.bf16,
         trust_remote_code=args.trust_remote_code,
     )
+    if "token_type_ids" in engine.input_names and windows.token_type_ids is None:
+        windows = with_token_types(windows, tokenizer.sep_token_id)  # the teacher reads segments the student has none of
     # each process computes its part of the windows, then all of them are exchanged
     mine = processes.own_part(len(windows))
     logits = teacher_logits(
@@ -578,6 +588,19 @@ def _teacher(
         f"outputs of teacher layers {', '.join(map(str, layer_map))} (1 - cosine per token)"
     )
     return logits, teacher, layer_map
+
+
+def _check_teacher_length(teacher: str, name: str, settings: QASettings, trust_remote_code: bool) -> None:
+    """The teacher answers the student's windows: it must take windows of max_seq_length tokens."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(locate_model(teacher), trust_remote_code=trust_remote_code)
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is not None and settings.max_seq_length > positions:
+        raise SettingsError(
+            f"the teacher {name} takes at most {positions} tokens per window, but the student's windows are "
+            f"max_seq_length {settings.max_seq_length}; train the student with max_seq_length {positions} or less"
+        )
 
 
 def _evaluate(engine, tokenizer, settings: QASettings, args, dev_examples, dev_windows):
@@ -615,9 +638,12 @@ def _with_answer_length(
         percentile = float(np.percentile(lengths, ANSWER_LENGTH_PERCENTILE)) if lengths.size else 0.0
         chosen = max(DEFAULT_MAX_ANSWER_LENGTH, math.ceil(ANSWER_LENGTH_MARGIN * percentile))
         chosen = min(chosen, settings.context_room)
+        bounds = f"at least {DEFAULT_MAX_ANSWER_LENGTH}"
+        if chosen == settings.context_room < DEFAULT_MAX_ANSWER_LENGTH:
+            bounds = f"at most the {chosen} tokens a window has for its context"
         log(
             f"max_answer_length: {chosen} tokens (chosen from the training answers: {ANSWER_LENGTH_PERCENTILE}% "
-            f"of them have at most {math.ceil(percentile)} tokens; at least {DEFAULT_MAX_ANSWER_LENGTH})"
+            f"of them have at most {math.ceil(percentile)} tokens; {bounds})"
         )
     too_long = int(np.count_nonzero(lengths > chosen))
     if too_long:
@@ -628,10 +654,23 @@ def _with_answer_length(
     return dataclasses.replace(settings, max_answer_length=chosen), too_long
 
 
+def _accumulated(batch_number: int, batches: int, accumulation: int) -> int:
+    """How many batches the optimizer step of batch `batch_number` (from 1) adds up: `accumulation`,
+    fewer in the epoch's last step when the batches do not divide evenly (its gradient is their mean too).
+
+        >>> [_accumulated(n, 5, 2) for n in range(1, 6)]
+        [2, 2, 2, 2, 1]
+    """
+    first_of_step = (batch_number - 1) // accumulation * accumulation
+    return min(accumulation, batches - first_of_step)
+
+
 def _describe_plan(args: TrainingArguments, epochs: int, steps_per_epoch: int, eval_every: int | None) -> str:
     """One line: how many epochs and why, how often it evaluates and checkpoints."""
     if args.epochs:
         why = "as asked"
+    elif args.resume:
+        why = "as the resumed run planned"
     else:
         why = (
             f"chosen from the data size: at least 2 epochs and {AUTO_MIN_STEPS} optimizer steps, at most "

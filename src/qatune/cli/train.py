@@ -96,21 +96,23 @@ def run(args: argparse.Namespace) -> int:
         training_arguments = _arguments(args, on_sample)
     say = _printer(args)
     # Refusals that cost nothing come before reading the model (the run folder; the data next).
-    check_output_dir(
-        Path(args.output), resume=args.resume, overwrite=args.overwrite, options=CLI_OPTIONS,
-        arguments=training_arguments.to_dict(),
-    )
+    with _errors_named_by_flags():
+        check_output_dir(
+            Path(args.output), resume=args.resume, overwrite=args.overwrite, options=CLI_OPTIONS,
+            arguments=training_arguments.to_dict(),
+        )
     train_examples, train_report = options.read_examples_and_report(train_path, args, say)
     dev_examples, dev_report = options.read_examples_and_report(dev_path, args, say) if dev_path else (None, None)
     transfer_examples, transfer_report = (
         options.read_examples_and_report(args.transfer, args, say) if args.transfer else (None, None)
     )
 
-    result = train(
-        train_examples, dev_examples, training_arguments, progress=not (args.quiet or args.json), log=say,
-        options=CLI_OPTIONS, data_reports={"train": train_report, "dev": dev_report, "transfer": transfer_report},
-        transfer_examples=transfer_examples,
-    )
+    with _errors_named_by_flags():
+        result = train(
+            train_examples, dev_examples, training_arguments, progress=not (args.quiet or args.json), log=say,
+            options=CLI_OPTIONS, data_reports={"train": train_report, "dev": dev_report, "transfer": transfer_report},
+            transfer_examples=transfer_examples,
+        )
     before = result.untrained_metrics
     from qatune.parallel import is_main_process
 
@@ -176,7 +178,8 @@ _FLAGS = {"learning_rate": "--lr", "gradient_accumulation_steps": "--grad-accum"
 
 @contextmanager
 def _errors_named_by_flags() -> Iterator[None]:
-    """`learning_rate must be ...` reads `--lr must be ...` to a user of the command line."""
+    """`learning_rate must be ...` reads `--lr must be ...` to a user of the command line, and a
+    refused resume names `--batch-size`, not `batch_size`."""
     import dataclasses
 
     from qatune.settings import QASettings
@@ -191,13 +194,15 @@ def _errors_named_by_flags() -> Iterator[None]:
         yield
     except SettingsError as error:
         message = str(error)
-        first = message.partition(" ")[0]
-        if first not in fields:
+        first = message.partition(" ")[0].rstrip(":")
+        if first in fields:  # the field it is about
+            message = flag(first) + message[len(first):]
+        # and any other field named with an underscore (never a plain word such as "model")
+        named = re.compile(r"(?<![\w-])(" + "|".join(sorted((f for f in fields if "_" in f), key=len, reverse=True)) + r")\b")
+        renamed = named.sub(lambda match: flag(match.group(1)), message)
+        if renamed == str(error):
             raise
-        # the field it is about, and any other field named with an underscore (never a plain word)
-        message = flag(first) + message[len(first):]
-        named = re.compile(r"\b(" + "|".join(sorted((f for f in fields if "_" in f), key=len, reverse=True)) + r")\b")
-        raise SettingsError(named.sub(lambda match: flag(match.group(1)), message)) from None
+        raise SettingsError(renamed) from None
 
 
 def _arguments(args: argparse.Namespace, on_sample: bool):

@@ -316,6 +316,28 @@ def test_a_distilbert_student_learns_from_a_bert_teacher(tiny_bert, tiny_distilb
     assert train(examples, None, arguments, progress=False).epochs_run == 1
 
 
+def test_a_bert_teacher_of_hidden_states_reads_its_token_types(tiny_bert, tiny_distilbert, tmp_path, monkeypatch):
+    seen = []
+    real_forward = transformers.BertForQuestionAnswering.forward
+
+    def spying_forward(self, *args, **kwargs):
+        seen.append((kwargs["input_ids"].clone(), kwargs.get("token_type_ids")))
+        return real_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.BertForQuestionAnswering, "forward", spying_forward)
+    arguments = TrainingArguments(output_dir=str(tmp_path / "student"), model=str(tiny_distilbert), epochs=1,
+                                  learning_rate=3e-3, teacher=str(tiny_bert), distill_hidden=1.0, **COMMON)
+    train(load_examples(TINY_QA), None, arguments, progress=False)
+    sep = load_tokenizer(tiny_bert).sep_token_id
+    assert seen  # the teacher gave its states batch by batch
+    for ids, types in seen:
+        assert types is not None
+        for row_ids, row_types in zip(ids.tolist(), types.tolist()):
+            first = row_ids.index(sep)  # the question's part (through its [SEP]) is segment 0, the rest 1
+            length = len(row_ids) - row_ids[::-1].index(sep)  # through the last [SEP]: padding is 0
+            assert row_types[: first + 1] == [0] * (first + 1) and row_types[first + 1 : length] == [1] * (length - first - 1)
+
+
 def test_a_teacher_shorter_than_the_windows_is_refused_naming_the_length(tiny_bert, tmp_path):
     teacher = tmp_path / "short-teacher"
     model = load_qa_model(tiny_bert)

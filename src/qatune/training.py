@@ -277,7 +277,7 @@ def train(
         )
     dev_windows = cached_windows(dev_examples, tokenizer, args.settings, cache) if dev_examples else None
     windows = _token_ids_only(windows)
-    teacher, states_teacher, layer_map = _teacher(args, model, tokenizer, windows, settings, device, processes, log)
+    teacher, states_teacher, layer_map, typed_windows = _teacher(args, model, tokenizer, windows, settings, device, processes, log)
     _release_free_memory()
 
     global_batch = args.batch_size * processes.count  # dealt out among the processes
@@ -371,8 +371,12 @@ def train(
                         inputs["attention_mask"], args.distill_alpha, args.distill_temperature, labelled,
                     )
                 if states_teacher is not None:
+                    teacher_inputs = inputs if typed_windows is None else as_tensors(  # with the token types it reads
+                        pad_windows(typed_windows, items.window[batch].tolist(), pad_id, PAD_TO_MULTIPLE, settings.max_seq_length),
+                        accelerator.device,
+                    )
                     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                        teacher_states = states_teacher(**inputs, output_hidden_states=True).hidden_states
+                        teacher_states = states_teacher(**teacher_inputs, output_hidden_states=True).hidden_states
                     loss = loss + args.distill_hidden * hidden_state_loss(
                         outputs.hidden_states, teacher_states, inputs["attention_mask"], layer_map
                     )
@@ -546,9 +550,10 @@ def _teacher(
 ):
     """With a teacher: its logits of every training window (computed once, before training) and,
     for hidden-state distillation, the teacher itself, kept to give its states batch by batch,
-    with the teacher layer each student layer learns. (None, None, None) without one."""
+    with the teacher layer each student layer learns, and the windows with the token types the
+    teacher reads where the student's have none (else None). All None without a teacher."""
     if not args.teacher:
-        return None, None, None
+        return None, None, None, None
     started = time.perf_counter()
     student_name, teacher_name = resolve_model_name(args.model), resolve_model_name(args.teacher)
     teacher_tokenizer = load_tokenizer(args.teacher, trust_remote_code=args.trust_remote_code)
@@ -563,8 +568,10 @@ def _teacher(
         locate_model(args.teacher), teacher_tokenizer, device=str(device), bf16=args.bf16,
         trust_remote_code=args.trust_remote_code,
     )
+    typed_windows = None
     if "token_type_ids" in engine.input_names and windows.token_type_ids is None:
-        windows = with_token_types(windows, tokenizer.sep_token_id)  # the teacher reads segments the student has none of
+        # the teacher reads segments the student's windows have none of
+        windows = typed_windows = with_token_types(windows, tokenizer.sep_token_id)
     # each process computes its part of the windows, then all of them are exchanged
     mine = processes.own_part(len(windows))
     logits = teacher_logits(
@@ -581,13 +588,13 @@ def _teacher(
     )
     del engine  # its memory is the student's now
     if not states:
-        return logits, None, None
+        return logits, None, None, None
     teacher.to(device).eval().requires_grad_(False)
     log(
         f"hidden-state distillation (weight {args.distill_hidden:g}): student layers 1-{len(layer_map)} learn the "
         f"outputs of teacher layers {', '.join(map(str, layer_map))} (1 - cosine per token)"
     )
-    return logits, teacher, layer_map
+    return logits, teacher, layer_map, typed_windows
 
 
 def _check_teacher_length(teacher: str, name: str, settings: QASettings, trust_remote_code: bool) -> None:

@@ -254,7 +254,7 @@ def _cover_following_marks(offsets: np.ndarray, context: str) -> None:
         return
     starts, ends = offsets[:, 0], offsets[:, 1]
     inside = np.flatnonzero((starts != NOT_CONTEXT) & (ends < len(context)))
-    codes = np.frombuffer(context.encode("utf-32-le", "surrogatepass"), dtype="<u4")[ends[inside]]
+    codes = _code_points(context)[ends[inside]]
     marks = _combining_marks()
     # Only tokens followed by a mark (or by a code point past the table) are looked at one by one.
     for token in inside[(codes >= len(marks)) | marks[np.minimum(codes, len(marks) - 1)]]:
@@ -264,6 +264,12 @@ def _cover_following_marks(offsets: np.ndarray, context: str) -> None:
         while end < stop and unicodedata.combining(context[end]):
             end += 1
         ends[token] = end
+
+
+@functools.lru_cache(maxsize=1)  # the windows of one context come one after another
+def _code_points(context: str) -> np.ndarray:
+    """The context's code points, encoded once for all of its windows (read-only)."""
+    return np.frombuffer(context.encode("utf-32-le", "surrogatepass"), dtype="<u4")
 
 
 @functools.cache

@@ -105,9 +105,11 @@ def test_a_broken_file_prints_the_places_and_exits_1(tmp_path):
 def test_skip_drops_and_counts(tmp_path):
     result = qatune("validate", broken_copy(tmp_path), "--on-error", "skip")
     assert result.returncode == 0, result.stdout
-    # sb1 lost its only answer; sb2 keeps two of its three; the (unanswerable) repeat of sb1 goes
-    assert "  skipped: 2 questions, 2 answers" in result.stdout
-    assert "  verdict: OK: 4 questions ready to use (1 unanswerable)" in result.stdout
+    # sb1 lost its only answer; sb2 keeps two of its three; the (unanswerable) question that repeated
+    # sb1's id stays, since no question kept has that id
+    assert "  skipped: 1 questions, 2 answers" in result.stdout
+    assert "  duplicate ids: 0" in result.stdout
+    assert "  verdict: OK: 5 questions ready to use (2 unanswerable)" in result.stdout
 
 
 def test_max_problems(tmp_path):
@@ -159,9 +161,9 @@ def test_write_fixed_then_revalidate_gives_zero_repairs(tmp_path):
 def test_write_fixed_keeps_what_skip_keeps(tmp_path):
     out = tmp_path / "fixed.json"
     result = qatune("validate", broken_copy(tmp_path), "--on-error", "skip", "--write-fixed", out)
-    assert result.returncode == 0 and f"wrote 4 questions to {out}" in result.stdout
+    assert result.returncode == 0 and f"wrote 5 questions to {out}" in result.stdout
     again = json.loads(qatune("validate", out, "--json").stdout)
-    assert (again["questions"], again["skipped"], again["duplicate_ids"]) == (4, {"questions": 0, "answers": 0}, 0)
+    assert (again["questions"], again["skipped"], again["duplicate_ids"]) == (5, {"questions": 0, "answers": 0}, 0)
 
 
 def rich_squad() -> dict:
@@ -204,10 +206,9 @@ def test_write_fixed_removes_only_what_skip_drops(tmp_path):
     source, out = broken_copy(tmp_path), tmp_path / "fixed.json"
     assert qatune("validate", source, "--on-error", "skip", "--write-fixed", out).returncode == 0
     expected = json.loads(source.read_text(encoding="utf-8"))
-    first, second = expected["data"][0]["paragraphs"][0]["qas"], expected["data"][1]["paragraphs"][0]["qas"]
+    first = expected["data"][0]["paragraphs"][0]["qas"]
     del first[1]["answers"][2]  # "Jaguars" is not in the context
-    del first[0]  # sb1 lost its only answer
-    del second[1]  # a repeat of the id sb1
+    del first[0]  # sb1 lost its only answer (so the later question with its id is no repeat)
     assert json.loads(out.read_text(encoding="utf-8")) == expected
 
 
@@ -250,6 +251,21 @@ def test_write_fixed_refuses_a_file_with_errors(tmp_path):
     assert result.stdout.splitlines()[-1] == (
         f"not written: {out}: 3 errors remain; fix them, or use --on-error skip to drop what cannot be used"
     )
+
+
+def test_skip_is_suggested_only_where_it_would_help(tmp_path):
+    bad_question = tmp_path / "bad_question.json"
+    bad_question.write_text(json.dumps({"data": [{"paragraphs": [{"context": "Alpha beta.", "qas": [
+        {"id": "a", "question": " ", "answers": []}, {"id": "b", "question": "Which?", "answers": []}]}]}]}))
+    bad_structure = tmp_path / "bad_structure.json"
+    bad_structure.write_text(json.dumps({"data": [{"paragraphs": [{"context": "Alpha beta.", "qas": None}]}]}))
+    for path, helps in ((bad_question, True), (bad_structure, False)):
+        for policy in ("repair", "skip"):
+            out = tmp_path / f"{path.stem}-{policy}-fixed.json"
+            result = qatune("validate", path, "--on-error", policy, "--write-fixed", out)
+            suggested = "--on-error skip to drop what cannot be used" in result.stdout
+            assert suggested == (helps and policy == "repair"), (path.name, policy, result.stdout)
+            assert result.returncode == (0 if helps and policy == "skip" else 1)
 
 
 def test_write_fixed_with_json_reports_what_was_written(tmp_path):

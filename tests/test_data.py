@@ -201,6 +201,68 @@ def test_json_that_python_cannot_hold(tmp_path):
         read_dataset(huge)
 
 
+def test_json_lines_without_a_line_is_an_empty_file(tmp_path):
+    for text in ("", "\n  \n"):
+        path = tmp_path / "empty.jsonl"
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(DataError, match="empty.jsonl: expected JSON data, found an empty file; add the data"):
+            read_dataset(path)
+
+
+@pytest.mark.parametrize(
+    "text, line, found",
+    [
+        # Python's reader would keep the second "answers" alone: an answerable question turned unanswerable
+        ('{"data": [{"paragraphs": [{"context": "Alpha beta.", "qas": [\n{"id": "a", "question": "Which?", '
+         '"answers": [{"text": "beta", "answer_start": 6}], "answers": []}]}]}]}',
+         2, 'the key "answers" twice in one object'),
+        ('{"data": [],\n "extra": {"score": NaN}}', 2, "NaN, which is not JSON"),
+        ('{"data": [],\n\n "extra": [{"big": 1e400}]}', 3, "the number 1e400, beyond what a double holds"),
+    ],
+)
+def test_json_that_python_reads_but_would_lose_or_not_write_back_names_its_line(tmp_path, text, line, found):
+    path = tmp_path / "data.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        read_dataset(path)
+    assert str(caught.value).startswith(f"{path}: line {line}: expected plain JSON, found {found}")
+    records = tmp_path / "data.jsonl"
+    records.write_text('{"question": "Q?", "context": "C.", "answers": {"text": [], "answer_start": []}}\n'
+                       '{"id": "x", "id": "y"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match='line 2: expected plain JSON, found the key "id" twice in one object'):
+        read_dataset(records)
+
+
+@pytest.mark.parametrize(
+    "encoding, found",
+    [("utf-16", "a UTF-16 byte order mark: the file is UTF-16 text"),
+     ("utf-16-le", "a NUL byte at byte offset 1 (line 1): the file looks like UTF-16 or UTF-32 text"),
+     ("utf-32", "a UTF-32 byte order mark: the file is UTF-32 text")],
+)
+def test_utf16_and_utf32_are_named(tmp_path, encoding, found):
+    path = tmp_path / "wide.json"
+    path.write_text(json.dumps({"data": []}), encoding=encoding)
+    with pytest.raises(DataError) as caught:
+        read_dataset(path)
+    assert str(caught.value) == f"{path}: expected UTF-8 text, found {found}; save the file as UTF-8"
+
+
+def test_one_record_alone_in_a_json_file_is_read_as_a_record(tmp_path):
+    record = {"id": "r", "question": "Which country?", "context": CONTEXT,
+              "answers": {"text": ["France"], "answer_start": [24]}}
+    for text, line in ((json.dumps(record, indent=1), 1), ("\n\n" + json.dumps(record) + "\n", 3)):
+        path = tmp_path / "one.json"
+        path.write_text(text, encoding="utf-8")
+        for format in ("auto", "records"):
+            examples, report = read_dataset(path, format=format)
+            assert report.layout == "records" and report.ok
+            assert [(e.id, e.answers, e.place) for e in examples] == [("r", (GoldAnswer("France", 24),), f"line {line}")]
+    # JSON Lines in a .json file whose first line is blank
+    path = tmp_path / "lines.json"
+    path.write_text("\n" + json.dumps(record) + "\n" + json.dumps({**record, "id": "s"}) + "\n", encoding="utf-8")
+    assert [e.place for e in load_examples(path)] == ["line 2", "line 3"]
+
+
 def test_unknown_layout_names_the_three_layouts(tmp_path):
     path = write(tmp_path, {"articles": []})
     with pytest.raises(DataError) as caught:
@@ -341,6 +403,18 @@ def test_duplicate_ids_name_both_places(tmp_path):
     ]
 
 
+def test_under_skip_a_dropped_question_leaves_its_id_free(tmp_path):
+    blank, good = qa(id="x", question=" "), qa(id="x")
+    path = squad_file(tmp_path, [blank, good, qa(id="x", text="Lyon"), qa(id="x")])
+    examples, report = read_dataset(path, on_error="skip")
+    assert [e.place for e in examples] == ["data[0].paragraphs[0].qas[1]"]
+    assert report.duplicate_ids == 2 and report.skipped_questions == 3  # the third and fourth repeat the kept id
+    out = tmp_path / "fixed.json"
+    assert write_fixed(path, out, on_error="skip")[2] and [e.id for e in load_examples(out)] == ["x"]
+    # under repair the file has a repeated id whatever else is wrong with its question
+    assert read_dataset(path)[1].duplicate_ids == 3
+
+
 def test_integer_and_string_ids_collide(tmp_path):
     path = squad_file(tmp_path, [qa(id=12), qa(id="12")])
     assert read_dataset(path)[1].duplicate_ids == 1
@@ -365,6 +439,19 @@ def test_records_problems(tmp_path):
         'line 4: answers: expected an object {"text": [...], "answer_start": [...]}, found a list '
         "of 1 items; write the answers that way (empty lists for a question with no answer)",
     ]
+
+
+def test_answers_of_a_record_that_cannot_be_read_one_by_one_are_counted(tmp_path):
+    record = {"id": "r", "question": "Which?", "context": CONTEXT}
+    path = tmp_path / "records.jsonl"
+    lines = [{**record, "answers": {"text": ["France", "Paris"], "answer_start": [24]}},
+             {**record, "id": "s", "answers": {"text": ["France"], "answer_start": 24}},
+             {**record, "id": "t", "answers": {"text": ["France"], "answer_start": [24]}}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    report = read_dataset(path, on_error="skip")[1]
+    assert (report.questions, report.answers, report.kept_questions) == (3, 4, 1)
+    assert (report.skipped_questions, report.skipped_answers) == (2, 3)
+    assert read_dataset(path)[1].answers == 4
 
 
 def test_no_questions_is_an_error(tmp_path):
@@ -396,6 +483,16 @@ def test_reanchoring_picks_the_nearest_occurrence_and_the_earlier_on_a_tie(tmp_p
     examples, report = read_dataset(squad_file(tmp_path, [qa(text="Paris", start=start)]))
     assert examples[0].answers == (GoldAnswer("Paris", expected),)
     assert report.repaired["reanchored"] == 1 and report.max_shift == abs(expected - start)
+
+
+def test_a_start_that_is_the_byte_offset_of_an_occurrence_picks_it_over_a_nearer_one(tmp_path):
+    context = "Çà é Öl, Öl and Öl"  # "Öl" at 5, 9 and 16; before them 3, 4 and 4 two-byte letters
+    for first in (5, 9, 16):
+        in_bytes = len(context[:first].encode("utf-8"))  # 8, 13, 21: nearer a later "Öl", or past the end
+        path = squad_file(tmp_path, [qa("Öl", in_bytes)], context=context)
+        assert load_examples(path)[0].answers == (GoldAnswer("Öl", first),)
+    # an offset that no occurrence has in bytes is re-anchored to the nearest, as before
+    assert load_examples(squad_file(tmp_path, [qa("Öl", 11)], context=context))[0].answers == (GoldAnswer("Öl", 9),)
 
 
 def test_strict_repairs_nothing_and_says_what_repair_would_do():

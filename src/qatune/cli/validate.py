@@ -99,10 +99,8 @@ def _check_write_fixed(args: argparse.Namespace) -> None:
 def _written(out: str, report: ValidationReport, done: bool) -> dict[str, object]:
     """What --write-fixed did (a file is written only when it has no errors)."""
     if not done:
-        message = (
-            f"not written: {out}: {len(report.errors)} errors remain; fix them, "
-            "or use --on-error skip to drop what cannot be used"
-        )
+        hint = ", or use --on-error skip to drop what cannot be used" if report.skip_would_help else ""
+        message = f"not written: {out}: {len(report.errors)} errors remain; fix them{hint}"
         return {"path": out, "questions": 0, "message": message}
     message = (
         f"wrote {report.kept_questions} questions to {out} (the input's {report.layout} layout; changed: "

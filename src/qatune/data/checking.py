@@ -66,6 +66,8 @@ def _repair(text: str, start: int, context: str) -> tuple[str, GoldAnswer] | Non
     ('whitespace', GoldAnswer(text='Paris', start=4))
     >>> _repair("Paris", 0, "The Paris summit")
     ('reanchored', GoldAnswer(text='Paris', start=4))
+    >>> _repair("Öl", 8, "Çà é Öl, Öl")  # 8: the byte offset of the first "Öl", nearer the second
+    ('reanchored', GoldAnswer(text='Öl', start=5))
     """
     stripped = text.strip()
     if stripped != text:
@@ -82,7 +84,10 @@ def _repair(text: str, start: int, context: str) -> tuple[str, GoldAnswer] | Non
         position = context.find(stripped, position + 1)
     if not occurrences:
         return None
-    nearest = min(occurrences, key=lambda p: (abs(p - start), p))  # on a tie, the earlier one
+    # a start that is the UTF-8 byte offset of an occurrence (offsets counted in bytes, as some
+    # tools do, of text with accents) names that occurrence, although a later one may be nearer
+    in_bytes = [p for p in occurrences if start > p and len(context[:p].encode("utf-8", "surrogatepass")) == start]
+    nearest = min(in_bytes or occurrences, key=lambda p: (abs(p - start), p))  # on a tie, the earlier one
     return "reanchored", GoldAnswer(stripped, nearest)
 
 

@@ -58,7 +58,7 @@ class _Reader:
         if not self.examples and not report.errors:
             found = f"{report.questions} read, all skipped" if report.questions else "none"
             message = f"expected at least one usable question, found {found}; add questions"
-            report.errors.append(Problem("file", message))
+            self.error("file", message)
         return self.examples, report
 
     # -- reporting ------------------------------------------------------------------------
@@ -66,6 +66,7 @@ class _Reader:
     def error(self, place: str, message: str) -> None:
         """A problem that is an error under every policy (the structure above a question)."""
         self.report.errors.append(Problem(place, message))
+        self.report.unskippable_errors += 1
 
     def drop_question(self, item: _Slot, problems: list[Problem], answers: int) -> None:
         """An unusable question: under skip count it (and its answers), otherwise errors.
@@ -194,39 +195,41 @@ class _Reader:
                 answers.append(_RawAnswer(answer_place, answer_place, None, None, problem, items=(item,)))
         return answers, []
 
-    def record_answers(self, record: dict[str, Any], place: str) -> tuple[list[_RawAnswer], list[Problem]]:
-        """The answers of a record ({"text": [...], "answer_start": [...]}), or a problem."""
+    def record_answers(self, record: dict[str, Any], place: str) -> tuple[list[_RawAnswer], list[Problem], int]:
+        """The answers of a record ({"text": [...], "answer_start": [...]}), or a problem and
+        how many answers the unusable container holds (counted as read, and as skipped)."""
         value = record.get("answers", _MISSING)
         if value is _MISSING and record.get("is_impossible") is True:
-            return [], []
+            return [], [], 0
         where = _at(place, "answers")
         if not isinstance(value, dict):
             message = (
                 f'expected an object {{"text": [...], "answer_start": [...]}}, found {_describe(value)}; '
                 "write the answers that way (empty lists for a question with no answer)"
             )
-            return [], [Problem(where, message)]
+            return [], [Problem(where, message)], 0
         texts, starts = value.get("text", _MISSING), value.get("answer_start", _MISSING)
+        held = max((len(items) for items in (texts, starts) if isinstance(items, list)), default=0)
         for name, items in (("text", texts), ("answer_start", starts)):
             if not isinstance(items, list):
                 message = (
                     f"expected a list, found {_describe(items)}; "
                     f'write "{name}": [...] (an empty list for a question with no answer)'
                 )
-                return [], [Problem(f"{where}.{name}", message)]
+                return [], [Problem(f"{where}.{name}", message)], held
         if len(texts) != len(starts):
             message = (
                 'expected as many "answer_start" values as "text" values, found '
                 f"{len(texts)} texts and {len(starts)} starts; give each text its start"
             )
-            return [], [Problem(where, message)]
+            return [], [Problem(where, message)], held
         return [
             _RawAnswer(
                 f"{where}.text[{k}]", f"{where}.answer_start[{k}]", text, start,
                 text_slot=(texts, k), start_slot=(starts, k), items=((texts, k), (starts, k)),
             )
             for k, (text, start) in enumerate(zip(texts, starts))
-        ], []
+        ], [], 0
 
     # -- one question ---------------------------------------------------------------------
 
@@ -239,14 +242,16 @@ class _Reader:
         title: str | None,
         answers: list[_RawAnswer],
         problems: list[Problem],
+        unusable_answers: int = 0,
     ) -> None:
         """Validate one question and its answers; keep it, skip it or record its errors.
 
         `item` is where the question sits in its list; `context` is None when it is
-        unusable (already reported); `problems` are those found in the answers container.
+        unusable (already reported); `problems` are those found in the answers container,
+        which held `unusable_answers` answers that cannot be read one by one.
         """
         self.report.questions += 1
-        self.report.answers += len(answers)
+        self.report.answers += len(answers) + unusable_answers
         question = fields.get("question", _MISSING)
         message = _text_problem(question, 'a "question" (a non-empty string)', _QUESTION_FIX)
         if message:
@@ -256,7 +261,7 @@ class _Reader:
             problems.append(Problem(_at(place, "is_impossible"), problem))
         example_id = self.question_id(place, fields.get("id"), question, context, problems)
         if context is None or problems:
-            self.drop_question(item, problems, len(answers))
+            self.drop_question(item, problems, len(answers) + unusable_answers)
             return
         bad: list[Problem] = []
         golds = [self.answer(a, context, bad) for a in answers]
@@ -281,6 +286,7 @@ class _Reader:
         if fields.get("id") is None:  # written back, so that predictions keyed by id match the file
             self.report.generated_ids += 1
             self.edits.set((fields, "id"), example_id)
+        self.id_places.setdefault(example_id, place)
         example = Example(example_id, question, context, tuple(kept), not kept, title, place)
         self.examples.append(example)
 
@@ -308,8 +314,10 @@ class _Reader:
                 "give each question its own id, or remove the ids to have them generated"
             )
             problems.append(Problem(_at(place, "id"), message))
-        else:
+        elif not self.skip:
             self.id_places[value] = place
+        # under skip the id is claimed only by a question that is kept (`question`): a dropped
+        # one leaves no trace in the examples or a fixed file, so its id is free again
         return value
 
     def answer(self, raw: _RawAnswer, context: str, bad: list[Problem]) -> GoldAnswer | None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import codecs
 import json
+import json.decoder
+import json.scanner
+import math
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +101,7 @@ def read_text_file(path: Path) -> str:
         ) from None
     except OSError as error:
         raise DataError(f"{path}: cannot read the file ({error.strerror}); check its permissions") from None
+    _check_not_utf16_or_utf32(raw, path)
     skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     try:
         return raw[skip:].decode("utf-8")
@@ -110,14 +114,36 @@ def read_text_file(path: Path) -> str:
         ) from None
 
 
+def _check_not_utf16_or_utf32(raw: bytes, path: Path) -> None:
+    """A DataError for UTF-16 or UTF-32 text (a byte order mark, or NUL bytes, which UTF-8 JSON
+    never holds), which would otherwise read as a puzzling syntax error."""
+    for bom, encoding in _WIDE_BOMS:
+        if raw.startswith(bom):
+            found = f"a {encoding} byte order mark: the file is {encoding} text"
+            break
+    else:
+        nul = raw.find(b"\x00")
+        if nul == -1:
+            return
+        line = raw[:nul].count(b"\n") + 1
+        found = f"a NUL byte at byte offset {nul} (line {line}): the file looks like UTF-16 or UTF-32 text"
+    raise DataError(f"{path}: expected UTF-8 text, found {found}; save the file as UTF-8")
+
+
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),  # before UTF-16: FF FE 00 00 starts with FF FE
+    (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
 def _parse(text: str, path: Path) -> tuple[Any, list[str] | None]:
     """Return (parsed JSON, None), or for JSON Lines ([record, ...], ["line 1", ...])."""
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         return _parse_jsonl(text, path)
     if not text.strip():
-        raise DataError(f"{path}: expected JSON data, found an empty file; add the data")
+        raise _empty_file(path)
     try:
-        return json.loads(text), None
+        value = _loads(text)
     except json.JSONDecodeError as error:
         if error.msg == "Extra data" and _first_line_is_object(text):
             return _parse_jsonl(text, path)
@@ -130,13 +156,30 @@ def _parse(text: str, path: Path) -> tuple[Any, list[str] | None]:
             f"{path}: expected valid JSON, found a syntax error at line {error.lineno}, column "
             f"{error.colno} ({error.msg}); fix the JSON there"
         ) from None
+    except _NotPlainJSON as refused:
+        where = "" if (line := _line_of(refused, text)) is None else f" line {line}:"
+        raise DataError(f"{path}:{where} {refused}") from None
     except (RecursionError, ValueError) as error:  # absurd nesting, integers of 4300+ digits
         raise DataError(f"{path}: expected valid JSON, found JSON that cannot be read ({error})") from None
+    if isinstance(value, dict) and "question" in value and "data" not in value:
+        # one record alone: JSON Lines of one line (or one record spread over several lines)
+        return [value], [f"line {_first_content_line(text)}"]
+    return value, None
+
+
+def _empty_file(path: Path) -> DataError:
+    return DataError(f"{path}: expected JSON data, found an empty file; add the data")
+
+
+def _first_content_line(text: str) -> int:
+    """The number of the first line that is not blank."""
+    return next(number for number, line in enumerate(text.split("\n"), start=1) if line.strip())
 
 
 def _first_line_is_object(text: str) -> bool:
+    first = text.split("\n")[_first_content_line(text) - 1]
     try:
-        return isinstance(json.loads(text.split("\n", 1)[0]), dict)
+        return isinstance(json.loads(first), dict)
     except (ValueError, RecursionError):
         return False
 
@@ -149,19 +192,96 @@ def _parse_jsonl(text: str, path: Path) -> tuple[list[Any], list[str]]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            records.append(_loads(line))
             places.append(f"line {number}")
         except json.JSONDecodeError as error:
             raise DataError(
                 f"{path}: line {number}: expected one JSON object per line (JSON Lines), found a "
                 f"syntax error at column {error.colno} ({error.msg}); fix that line"
             ) from None
+        except _NotPlainJSON as refused:
+            raise DataError(f"{path}: line {number}: {refused}") from None
         except (RecursionError, ValueError) as error:
             raise DataError(
                 f"{path}: line {number}: expected one JSON object per line (JSON Lines), found "
                 f"JSON that cannot be read ({error})"
             ) from None
+    if not records:
+        raise _empty_file(path)
     return records, places
+
+
+# ---------------------------------------------------------------------------------------
+# What Python's JSON reader accepts but would lose or could not write back as JSON.
+
+
+class _NotPlainJSON(ValueError):
+    """A repeated key (the reader keeps only its last value), NaN or Infinity (not JSON), or a
+    number beyond a double (read as Infinity, which --write-fixed could not write as JSON)."""
+
+    def __init__(self, found: str, fix: str):
+        super().__init__(f"expected plain JSON, found {found}; {fix}")
+        self.line: int | None = None  # the line of the object holding it, once located
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) < len(pairs):
+        seen: set[str] = set()
+        repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise _NotPlainJSON(
+            f"the key {json.dumps(repeated, ensure_ascii=False)} twice in one object (a JSON reader "
+            "keeps only the last, so the first would be lost without a word)",
+            "keep one of them",
+        )
+    return value
+
+
+def _finite_number(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NotPlainJSON(
+            f"the number {text[:40]}, beyond what a double holds (it would be read as Infinity)",
+            "write a smaller number, or the number as a string",
+        )
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotPlainJSON(f"{name}, which is not JSON", "write a number, null or a string instead")
+
+
+def _loads(text: str) -> Any:
+    return json.loads(
+        text, object_pairs_hook=_unique_keys, parse_float=_finite_number, parse_constant=_no_constant
+    )
+
+
+def _line_of(refused: _NotPlainJSON, text: str) -> int | None:
+    """The line of the object that holds what `_loads` refused: read again with Python's own
+    (slower) scanner, which tells where each object starts. Only on the way to an error."""
+    decoder = json.JSONDecoder(
+        object_pairs_hook=_unique_keys, parse_float=_finite_number, parse_constant=_no_constant
+    )
+
+    def parse_object(s_and_end, *args):
+        try:
+            return json.decoder.JSONObject(s_and_end, *args)
+        except _NotPlainJSON as error:
+            if error.line is None:  # the innermost object holding it
+                string, end = s_and_end
+                error.line = string.count("\n", 0, end) + 1
+            raise
+
+    decoder.parse_object = parse_object
+    decoder.scan_once = json.scanner.py_make_scanner(decoder)
+    try:
+        decoder.decode(text)
+    except _NotPlainJSON as error:
+        return error.line
+    except (ValueError, RecursionError):
+        pass
+    return refused.line
 
 
 def _detect_layout(value: Any, jsonl: bool, path: Path) -> str:

@@ -52,11 +52,18 @@ class ValidationReport:
     kept_questions: int = 0
     repairs: list[Problem] = field(default_factory=list)  # one note per repaired answer
     skips: list[Problem] = field(default_factory=list)  # why each skipped thing was dropped
+    unskippable_errors: int = 0  # errors in the structure above the questions, which skip cannot drop
 
     @property
     def ok(self) -> bool:
         """True when the file has no errors under the chosen policy."""
         return not self.errors
+
+    @property
+    def skip_would_help(self) -> bool:
+        """Whether --on-error skip (not chosen) could drop every error: all are in questions,
+        answers or contexts, none in the file's structure."""
+        return self.on_error != "skip" and bool(self.errors) and self.unskippable_errors == 0
 
     def raise_for_errors(self) -> None:
         """Raise DataError with the first error (and how many more) when the file is unusable."""
@@ -159,6 +166,6 @@ class ValidationReport:
                 f"({self.unanswerable} unanswerable)"
             )
         hint = "fix them"
-        if self.on_error != "skip":
+        if self.skip_would_help:
             hint += ", or run with --on-error skip to drop what cannot be used"
         return f"NOT USABLE: {len(self.errors)} errors under --on-error {self.on_error}; {hint}"

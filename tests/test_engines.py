@@ -4,8 +4,10 @@ the conversion cache, exported folders, and what a user is told when an engine c
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,6 +99,24 @@ def test_a_converted_model_is_cached_by_the_content_of_its_weights(tiny_bert, tm
     assert conversions == [str(tiny_bert), str(copy)]
 
 
+@pytest.mark.parametrize("engine", ["openvino", "onnx"])
+def test_a_converted_model_is_cached_by_the_inputs_its_tokenizer_makes(engine, tiny_bert, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("QATUNE_CACHE", str(tmp_path / "cache"))
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_bert, copy)
+    assert "token_type_ids" in QAModel.from_pretrained(copy, engine=engine).engine.input_names
+
+    config = json.loads((copy / "tokenizer_config.json").read_text())
+    config["model_input_names"] = ["input_ids", "attention_mask"]  # the same weights, a tokenizer without token types
+    (copy / "tokenizer_config.json").write_text(json.dumps(config))
+    model = QAModel.from_pretrained(copy, engine=engine)
+
+    assert model.engine.input_names == ("input_ids", "attention_mask")  # a graph of its own, not the stale one
+    assert len(list((tmp_path / "cache" / engine).iterdir())) == 2
+
+
 def test_an_openvino_export_answers_like_float32_and_records_its_engine(tiny_distilbert, tmp_path, examples):
     graph = export_model(tiny_distilbert, tmp_path / "ov", format="openvino")
     reference = QAModel.from_pretrained(tiny_distilbert, engine="torch", bf16=False).predict(examples, top_k=2)
@@ -113,9 +133,16 @@ def test_an_openvino_export_answers_like_float32_and_records_its_engine(tiny_dis
         QAModel.from_pretrained(graph.parent, engine="torch")
 
 
-def test_an_int8_openvino_export_rechecks_its_close_calls_in_float32(tiny_bert, tmp_path, examples):
+@pytest.fixture(scope="module")
+def int8_export(tiny_bert, examples, tmp_path_factory):
+    """An int8 OpenVINO export of the tiny BERT, made once for the module (tests copy it to change it)."""
     pytest.importorskip("nncf")
-    graph = export_model(tiny_bert, tmp_path / "int8", format="openvino", quantize="int8", calibration=examples)
+    folder = tmp_path_factory.mktemp("int8") / "export"
+    return export_model(tiny_bert, folder, format="openvino", quantize="int8", calibration=examples).parent
+
+
+def test_an_int8_openvino_export_rechecks_its_close_calls_in_float32(int8_export, examples):
+    graph = int8_export / "model.xml"
     card = json.loads((graph.parent / "qatune.json").read_text())["engine"]
 
     model = QAModel.from_pretrained(graph.parent)
@@ -129,10 +156,9 @@ def test_an_int8_openvino_export_rechecks_its_close_calls_in_float32(tiny_bert, 
 
 @pytest.mark.parametrize("bf16_native", [True, False])
 def test_int8_close_calls_go_to_bf16_where_it_is_native_and_its_close_calls_to_float32(
-    bf16_native, tiny_bert, tmp_path, examples, monkeypatch
+    bf16_native, tiny_bert, int8_export, examples, monkeypatch
 ):
-    pytest.importorskip("nncf")
-    folder = export_model(tiny_bert, tmp_path / "int8", format="openvino", quantize="int8", calibration=examples).parent
+    folder = int8_export
     exact = QAModel.from_pretrained(tiny_bert, engine="openvino", bf16=False).predict(examples, top_k=2)
     monkeypatch.setattr(openvino_engine, "bf16_is_native", lambda: bf16_native)
     model = QAModel.from_pretrained(folder)
@@ -164,6 +190,137 @@ def test_int8_close_calls_go_to_bf16_where_it_is_native_and_its_close_calls_to_f
     # whatever was re-checked ends as float32 answers it (bf16 can only flip answers within its own margin)
     rechecked = sorted({int(windows.example_index[w]) for w in asked[1]})
     assert [answers[i].answers[0].text for i in rechecked] == [exact[i].answers[0].text for i in rechecked]
+
+
+def test_no_bf16_rechecks_int8_close_calls_directly_in_float32(int8_export, monkeypatch):
+    monkeypatch.setattr(openvino_engine, "bf16_is_native", lambda: True)  # where bf16 would be picked
+
+    model = QAModel.from_pretrained(int8_export, bf16=False)
+
+    assert model.engine.describe() == "openvino int8, close calls re-checked in float32"
+    assert [engine.precision for engine in inference._rechecks(model.engine)] == ["float32"]
+
+
+def test_an_int8_export_without_its_float32_graph_refuses_to_answer(int8_export, tmp_path):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(int8_export, folder, ignore=shutil.ignore_patterns("float32"))
+    margin = json.loads((folder / "qatune.json").read_text())["engine"]["quantization"]["recheck_margin"]
+    refusal = (
+        f"{folder}/float32/model.xml: expected the float32 graph that re-checks this int8 export's close calls "
+        f"(its qatune.json records recheck_margin {margin:.3g}), found none; copy the whole export folder, "
+        f"float32/ included, or export the model again with `qatune export MODEL --format openvino --quantize "
+        f"int8 --calibration DATA -o DIR`"
+    )
+
+    with pytest.raises(ModelError) as raised:
+        QAModel.from_pretrained(folder)
+
+    assert str(raised.value) == refusal
+    # an export that records no re-check promised none: it answers without one
+    card = json.loads((folder / "qatune.json").read_text())
+    card["engine"]["quantization"]["recheck_margin"] = 0.0
+    (folder / "qatune.json").write_text(json.dumps(card))
+    model = QAModel.from_pretrained(folder)
+    assert model.engine.describe() == "openvino int8" and model.engine.rechecker() is None
+
+
+def test_a_damaged_openvino_export_says_to_export_it_again(tiny_bert, tmp_path):
+    folder = export_model(tiny_bert, tmp_path / "ov", format="openvino").parent
+    with open(folder / "model.bin", "r+b") as weights:
+        weights.truncate(1000)  # a copy cut short
+
+    with pytest.raises(ModelError) as raised:
+        QAModel.from_pretrained(folder)
+
+    assert str(raised.value) == (
+        f"{folder}/model.xml: OpenVINO cannot load this file (Incorrect weights in bin file!); "
+        f"export the model again with `qatune export MODEL --format openvino -o DIR`"
+    )
+
+
+def cache_entry(cache, engine: str):
+    (entry,) = (cache / engine).iterdir()
+    return entry
+
+
+@pytest.mark.parametrize(("engine", "graph"), [("openvino", "model.bin"), ("onnx", "model.onnx")])
+def test_a_damaged_cache_entry_is_converted_again_once(engine, graph, tiny_bert, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("QATUNE_CACHE", str(tmp_path / "cache"))
+    expected = QAModel.from_pretrained(tiny_bert, engine=engine, bf16=False).ask("Who?", "Ada wrote it.", top_k=2)
+    damaged = cache_entry(tmp_path / "cache", engine) / graph
+    size = damaged.stat().st_size
+    with open(damaged, "r+b") as file:
+        file.truncate(size // 2)  # a disk error or a copy cut short, after the entry was written
+
+    again = QAModel.from_pretrained(tiny_bert, engine=engine, bf16=False)
+
+    assert again.ask("Who?", "Ada wrote it.", top_k=2) == expected
+    assert cache_entry(tmp_path / "cache", engine) == damaged.parent and damaged.stat().st_size == size
+    (warning,) = warnings_in(caplog)
+    assert warning.startswith(f"{damaged.parent}: a damaged cache entry (")
+    assert warning.endswith("); converting the model again")
+    QAModel.from_pretrained(tiny_bert, engine=engine, bf16=False)  # the rebuilt entry loads: no other warning
+    assert len(warnings_in(caplog)) == 1
+
+
+def warnings_in(caplog) -> list[str]:
+    """qatune's warnings (the ONNX exporter logs its own)."""
+    return [record.getMessage() for record in caplog.records if record.name == "qatune" and record.levelname == "WARNING"]
+
+
+def unwritable_cache(how: str, tmp_path, monkeypatch) -> str:
+    """Point $QATUNE_CACHE at a cache that cannot take an entry; the folder the warning names."""
+    if how == "under a file":
+        (tmp_path / "a-file").write_text("")
+        monkeypatch.setenv("QATUNE_CACHE", str(tmp_path / "a-file" / "cache"))
+        return str(tmp_path / "a-file" / "cache")
+    monkeypatch.setenv("QATUNE_CACHE", str(tmp_path / "cache"))
+    if how == "read-only":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into a read-only folder")
+        (tmp_path / "cache").mkdir(mode=0o555)
+        return str(tmp_path / "cache")
+
+    # a full disk: only the cache's writes fail, as its disk alone is full
+    from qatune import export
+
+    real_save, real_export = openvino_engine.save_model, export.export_onnx
+
+    def save_model(model, folder):
+        if Path(folder).is_relative_to(tmp_path / "cache"):
+            raise RuntimeError("basic_ios::clear: iostream error")  # what OpenVINO raises
+        return real_save(model, folder)
+
+    def export_onnx(source, folder, **options):
+        if Path(folder).is_relative_to(tmp_path / "cache"):
+            raise OSError(28, "No space left on device")
+        return real_export(source, folder, **options)
+
+    monkeypatch.setattr(openvino_engine, "save_model", save_model)
+    monkeypatch.setattr(export, "export_onnx", export_onnx)
+    return str(tmp_path / "cache")
+
+
+@pytest.mark.parametrize("how", ["under a file", "read-only", "full disk"])
+@pytest.mark.parametrize("engine", ["openvino", "onnx"])
+def test_a_cache_that_cannot_be_written_answers_anyway_with_one_warning(
+    engine, how, tiny_bert, tmp_path, monkeypatch, caplog
+):
+    expected = QAModel.from_pretrained(tiny_bert, engine="torch", bf16=False).ask("Who?", "Ada wrote it.", top_k=2)
+    cache = unwritable_cache(how, tmp_path, monkeypatch)
+
+    model = QAModel.from_pretrained(tiny_bert, engine=engine, bf16=False)
+
+    answers = model.ask("Who?", "Ada wrote it.", top_k=2)
+    assert [(a.text, a.start, a.end) for a in answers] == [(a.text, a.start, a.end) for a in expected]
+    (warning,) = warnings_in(caplog)
+    assert warning.startswith(f"the engine cache {cache}/{engine} cannot be written (")
+    assert warning.endswith(
+        f"answering with the model {'converted in memory' if engine == 'openvino' else 'exported into a temporary folder'}, "
+        "converted again at every load: set $QATUNE_CACHE to a writable folder"
+    )
 
 
 def test_engine_names_and_devices_are_checked(tiny_bert, tmp_path, monkeypatch):

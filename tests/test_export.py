@@ -210,6 +210,17 @@ def test_bad_export_arguments_say_what_to_fix(arguments, error, message, tiny_be
     assert not (tmp_path / "onnx").exists()
 
 
+def test_an_opset_is_refused_for_an_openvino_export(tiny_bert, tmp_path):
+    with pytest.raises(SettingsError) as raised:
+        export.export_model(tiny_bert, tmp_path / "ov", format="openvino", opset=18)
+
+    assert str(raised.value) == (
+        "--opset: an opset is the version of an ONNX graph (model.onnx), for --format onnx; an OpenVINO export "
+        "has none: leave --opset out with --format openvino"
+    )
+    assert not (tmp_path / "ov").exists()
+
+
 def test_an_export_is_not_exported_again(exported, tmp_path):
     folder = exported("distilbert")
     with pytest.raises(ModelError, match=r"this folder is already an export \(model.onnx, no safetensors"):
@@ -383,6 +394,10 @@ def test_cli_int8_export_without_dev_data_says_its_answers_were_not_checked(tiny
         ["MODEL", "--format", "openvino", "-o", "{tmp}/onnx", "--quantize", "int8"],
         "error: --quantize int8 --format openvino: expected calibration questions (--calibration DATA: a few "
         "hundred of your own, e.g. the training file), found none",
+    ),
+    (
+        ["MODEL", "--format", "openvino", "-o", "{tmp}/onnx", "--opset", "18"],
+        "error: --opset: an opset is the version of an ONNX graph (model.onnx), for --format onnx",
     ),
     (
         ["MODEL", "--format", "onnx", "-o", "{tmp}/onnx", "--quantize", "int4"],

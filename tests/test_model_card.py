@@ -98,9 +98,29 @@ def test_an_exported_folder_has_a_card_naming_its_engine(trained, tmp_path):
 
     folder, *_ = trained
     target = export_model(folder, tmp_path / "exported", format="openvino").parent
-    header = header_of((target / "README.md").read_text(encoding="utf-8"))
+    text = (target / "README.md").read_text(encoding="utf-8")
+    header = header_of(text)
     assert header["qatune"]["engine"]["name"] == "openvino"
     assert header["qatune"]["data"] == header_of((folder / "README.md").read_text(encoding="utf-8"))["qatune"]["data"]
+    # an export holds no PyTorch weights: the card shows qatune loading it, not transformers
+    assert "library_name" not in header and "openvino" in header["tags"]
+    assert "AutoModelForQuestionAnswering" not in text and "transformers import" not in text
+    assert 'QAModel.from_pretrained("exported")' in text and 'qatune ask exported -q' in text
+    assert (
+        "This folder holds an openvino graph (model.xml and model.bin), not PyTorch weights: plain transformers "
+        "cannot load it; use the folder it was exported from for that."
+    ) in text
+
+
+def test_the_qatune_snippet_of_an_exports_card_runs(trained, tmp_path, monkeypatch):
+    from qatune.export import export_model
+
+    folder, *_ = trained
+    target = export_model(folder, tmp_path / "exported", format="openvino").parent
+    text = (target / "README.md").read_text(encoding="utf-8")
+    (snippet,) = [part.split("```")[0] for part in text.split("```python\n")[1:]]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet, "README.md", "exec"), {})  # loads the export with qatune and asks a question
 
 
 def _card_text(folder, **extra) -> str:

@@ -18,6 +18,7 @@ from qatune.errors import ModelError, SettingsError
 from qatune.engines.torch_engine import resolve_device
 from qatune.inference import QAModel
 
+from conftest import TINY_QA
 from test_cli_model import qatune
 
 ASK = ["-q", "Who wrote it?", "-c", "Ada wrote it."]
@@ -292,3 +293,40 @@ def test_model_cards_name_the_bundled_model_by_its_hub_id_not_its_folder(tiny_be
     # any other model keeps the name the user gave
     assert modeling.base_model_name(str(tiny_bert)) == str(tiny_bert)
     assert modeling.base_model_name("someone/an-encoder") == "someone/an-encoder"
+
+
+# --- an export where a model to train or shrink is expected ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def openvino_export(tiny_bert, tmp_path_factory):
+    from qatune.export import export_model
+
+    return export_model(tiny_bert, tmp_path_factory.mktemp("export") / "ov", format="openvino").parent
+
+
+@pytest.mark.parametrize("command", [
+    ["shrink", "EXPORT", "--layers", "1", "-o", "{tmp}/student", "--no-speed"],
+    ["train", "DATA", "--model", "EXPORT", "--output", "{tmp}/trained", "--epochs", "1", "--quiet"],
+    ["train", "DATA", "--model", "MODEL", "--teacher", "EXPORT", "--distill-hidden", "1", "--output", "{tmp}/trained",
+     "--epochs", "1", "--quiet"],
+], ids=["shrink", "train --model", "train --teacher --distill-hidden"])
+def test_an_export_where_a_model_to_start_from_is_expected_is_a_clear_error(
+    command, openvino_export, tiny_bert, tmp_path
+):
+    place = {"EXPORT": openvino_export, "MODEL": tiny_bert, "DATA": TINY_QA}
+    result = qatune(*(place.get(part) or part.format(tmp=tmp_path) for part in command), check=False)
+
+    assert_clear_error(
+        result,
+        f"{openvino_export}: this folder is already an export (model.xml, no safetensors weights); pass the folder "
+        f"with model.safetensors that `qatune train` wrote",
+    )
+
+
+def test_an_onnx_export_is_named_by_its_graph(model_copy):
+    (model_copy / "model.safetensors").unlink()
+    (model_copy / "model.onnx").write_bytes(b"")  # what an ONNX export holds instead
+
+    with pytest.raises(ModelError, match=r"this folder is already an export \(model.onnx, no safetensors weights\)"):
+        modeling.load_qa_model(model_copy)

@@ -195,3 +195,31 @@ def test_recheck_margin_catches_the_changed_answers_of_the_calibration_data():
     assert recheck_margin(reference, reference) == 0.0
     with pytest.raises(SettingsError, match=r"expected the same questions decoded twice, got 1 int8 and 4 float32"):
         recheck_margin(quantized[:1], reference)
+
+
+@pytest.mark.parametrize(("measured", "questions", "recorded", "warned"), [
+    (0.0, 1, 0.05, True),  # one question: int8 changed none of its answers; bf16's margin still re-checks
+    (0.3, 12, 0.3, False),
+])
+def test_the_recorded_margin_is_never_below_bf16s_and_few_calibration_questions_are_warned_about(
+    measured, questions, recorded, warned, tiny_bert, examples, tmp_path, monkeypatch, caplog
+):
+    import json
+
+    import qatune.export as export
+    import qatune.quantize as quantize
+
+    monkeypatch.setattr(quantize, "recheck_margin", lambda *answers, null_threshold: measured)
+    monkeypatch.setattr(export, "ADVISED_CALIBRATION_QUESTIONS", 12, raising=False)
+    folder = export.export_model(
+        tiny_bert, tmp_path / "int8", format="openvino", quantize="int8", calibration=examples[:questions]
+    ).parent
+
+    record = json.loads((folder / "qatune.json").read_text())["engine"]["quantization"]
+    assert (record["measured_recheck_margin"], record["recheck_margin"]) == (measured, recorded)
+    warnings = [record.getMessage() for record in caplog.records if record.name == "qatune"]
+    assert warnings == ([
+        "--calibration: 1 question, fewer than the 12 advised; int8's re-check margin measured on so few may miss "
+        "answers int8 changes (it is kept at least bf16's, 0.05): calibrate on a few hundred of your own questions "
+        "(the training file does)"
+    ] if warned else [])

@@ -1,7 +1,8 @@
 """The model card: `README.md` in every model folder qatune writes, in the Hugging Face layout
 (a YAML metadata header, then prose), made from what `qatune.json` records.
 
-The header's keys: `library_name` (transformers: the folder loads there), `pipeline_tag`
+The header's keys: `library_name` (transformers: the folder loads there; left out for an
+export, which only qatune answers), `pipeline_tag`
 (question-answering), `base_model`, `tags`, `metrics` (exact_match, f1), `model-index` (the dev
 scores, when there were dev data), and `qatune`: `version`, `data` (per file: sha256 of the
 questions, counts, what reading repaired and skipped), `settings` (windows and decoding, the
@@ -18,6 +19,8 @@ import os
 import platform
 from pathlib import Path
 from typing import Any
+
+from qatune.wording import with_article
 
 README = "README.md"
 # Hyperparameters shown in the card (the rest stay in qatune.json).
@@ -48,13 +51,15 @@ def card_metadata(card: dict[str, Any], name: str) -> dict[str, Any]:
     """The YAML header of the card as a dict."""
     settings = card.get("settings", {})
     data = card.get("data") or {}
-    header: dict[str, Any] = {
-        "library_name": "transformers",
-        "pipeline_tag": "question-answering",
-    }
+    engine = card.get("engine")
+    # an export holds an ONNX or OpenVINO graph, no PyTorch weights: transformers cannot load it
+    header: dict[str, Any] = {} if engine else {"library_name": "transformers"}
+    header["pipeline_tag"] = "question-answering"
     if card.get("base_model"):
         header["base_model"] = card["base_model"]
     header["tags"] = ["qatune", "question-answering", "extractive-question-answering"]
+    if engine:
+        header["tags"].append(engine.get("name", "export"))
     header["metrics"] = ["exact_match", "f1"]
     dev = card.get("dev_metrics")
     if dev:
@@ -245,11 +250,21 @@ def _body(card: dict[str, Any], folder: Path) -> str:
     engine = card.get("engine")
     if engine:
         lines += ["", f"This folder was exported for the `{engine.get('name', '?')}` engine ({engine.get('precision', '?')})."]
-    lines += [
-        "",
-        "## How to use",
-        "",
-        "With qatune (same windows, decoding, threshold and calibration as the scores above):",
+    lines += ["", "## How to use", ""] + _qatune_usage(name, engine)
+    lines += _export_note(engine) if engine else _transformers_usage(name)
+    return "\n".join(lines)
+
+
+def _qatune_usage(name: str, engine: dict[str, Any] | None) -> list[str]:
+    if engine:
+        opening = (
+            f"With qatune, which answers with this folder's `{engine.get('name', '?')}` engine (same windows, "
+            "decoding, threshold and calibration as the scores above):"
+        )
+    else:
+        opening = "With qatune (same windows, decoding, threshold and calibration as the scores above):"
+    return [
+        opening,
         "",
         "```bash",
         f'qatune ask {name} -q "When did it open?" -c "The bridge opened in 1932."',
@@ -264,6 +279,20 @@ def _body(card: dict[str, Any], folder: Path) -> str:
         "# [Answer(text='1932', start=21, end=25, score=...)]  (start/end: Python string indices)",
         "```",
         "",
+    ]
+
+
+def _export_note(engine: dict[str, Any]) -> list[str]:
+    graph = "model.xml and model.bin" if engine.get("name") == "openvino" else "model.onnx"
+    return [
+        f"This folder holds {with_article(engine.get('name', 'exported'))} graph ({graph}), not PyTorch weights: "
+        "plain transformers cannot load it; use the folder it was exported from for that.",
+        "",
+    ]
+
+
+def _transformers_usage(name: str) -> list[str]:
+    return [
         "With plain transformers (one window, best start and end picked apart, no threshold or calibration: "
         "fine for short texts):",
         "",
@@ -281,7 +310,6 @@ def _body(card: dict[str, Any], folder: Path) -> str:
         "```",
         "",
     ]
-    return "\n".join(lines)
 
 
 def validation_summary(report) -> dict[str, Any]:

@@ -314,11 +314,23 @@ def _has_safetensors(source: str) -> bool:
         return True
     if any(path.glob("*.safetensors")):
         return True
+    check_not_an_export(path, "pass the folder with model.safetensors that `qatune train` wrote")
     raise ModelError(
         f"{path}: expected model weights in safetensors format (model.safetensors), found none; "
         f"qatune reads and writes safetensors only: convert the weights with transformers "
         f"(`model.save_pretrained(DIR, safe_serialization=True)`)"
     )
+
+
+def check_not_an_export(folder: Path, fix: str) -> None:
+    """A ModelError, ending in `fix`, for a folder `qatune export` wrote (model.xml or model.onnx,
+    no safetensors weights): its graph answers questions, but cannot be trained, shrunk or exported."""
+    from qatune.engines import ONNX_FILE, OPENVINO_FILE, folder_engine
+
+    engine = folder_engine(folder)
+    if engine != "torch" and not any(folder.glob("*.safetensors")):
+        graph = OPENVINO_FILE if engine == "openvino" else ONNX_FILE
+        raise ModelError(f"{folder}: this folder is already an export ({graph}, no safetensors weights); {fix}")
 
 
 def _damaged_weights(source: str, error: Exception) -> str:

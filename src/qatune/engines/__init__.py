@@ -24,8 +24,10 @@ from __future__ import annotations
 import importlib.util
 import logging
 import re
+import tempfile
 from pathlib import Path
 
+from qatune.engines import cache
 from qatune.engines.base import PRECISIONS, Engine
 from qatune.engines.onnx_engine import MODEL_FILE as ONNX_FILE  # numpy only: onnxruntime loads when used
 from qatune.engines.openvino_engine import MODEL_FILE as OPENVINO_FILE  # likewise for openvino
@@ -67,8 +69,8 @@ def load_engine(
     """The engine that answers with the model at `source` (a folder, or a hub id for torch).
 
     bf16=None computes in bf16 where the device has fast bf16 units (close calls re-checked in
-    float32), False in float32, True in bf16. `device` (cpu, cuda, cuda:N) is for torch; the
-    other engines run on the CPU.
+    float32), False in float32, True in bf16; an int8 export re-checks its close calls alike (False:
+    directly in float32). `device` (cpu, cuda, cuda:N) is for torch; the other engines run on the CPU.
     """
     check_engine_name(engine)
     device_type = _device_type(device)  # before any loading: a bad value fails at once
@@ -104,7 +106,7 @@ def load_engine(
                 raise
             logger.warning("%s; answering with PyTorch instead", first_line(error))
     if engine == "onnx":
-        return _converted_onnx(source)
+        return _converted_onnx(source, tokenizer)
     return _torch_engine(source, device, bf16, trust_remote_code)
 
 
@@ -171,20 +173,36 @@ def _exported_openvino(folder: Path, bf16: bool | None) -> Engine:
         raise ModelError(
             f"{folder}: answering with an OpenVINO export needs openvino, which is not installed; {OPENVINO_HINT}"
         )
-    from qatune.engines.openvino_engine import FLOAT32_FOLDER, MODEL_FILE, OpenVinoEngine
-    from qatune.settings import read_model_card
+    from qatune.engines.openvino_engine import MODEL_FILE, OpenVinoEngine
 
     if _exported_precision(folder) != "int8":
         return _openvino_engine(folder / MODEL_FILE, bf16, str(folder))
-    quantization = (read_model_card(folder).get("engine") or {}).get("quantization") or {}
-    exact = folder / FLOAT32_FOLDER / MODEL_FILE
+    margin, exact = _int8_recheck(folder)
     return OpenVinoEngine(
-        folder / MODEL_FILE,
-        precision="int8",
-        where=str(folder),
-        float32_model=exact if exact.is_file() else None,
-        recheck_margin=float(quantization.get("recheck_margin", 0.0)),
+        folder / MODEL_FILE, precision="int8", where=str(folder), float32_model=exact, recheck_margin=margin,
+        recheck_bf16=bf16,
     )
+
+
+def _int8_recheck(folder: Path) -> tuple[float, Path | None]:
+    """The re-check margin an int8 export's qatune.json records, and the float32 graph that
+    answers its close calls again (None where there is none and nothing to re-check)."""
+    from qatune.engines.openvino_engine import FLOAT32_FOLDER, MODEL_FILE
+    from qatune.settings import read_model_card
+
+    quantization = (read_model_card(folder).get("engine") or {}).get("quantization") or {}
+    margin = float(quantization.get("recheck_margin", 0.0))
+    exact = folder / FLOAT32_FOLDER / MODEL_FILE
+    if exact.is_file():
+        return margin, exact
+    if margin > 0:  # answering without it would give other answers than those the export measured
+        raise ModelError(
+            f"{exact}: expected the float32 graph that re-checks this int8 export's close calls (its qatune.json "
+            f"records recheck_margin {margin:.3g}), found none; copy the whole export folder, {FLOAT32_FOLDER}/ "
+            f"included, or export the model again with `qatune export MODEL --format openvino --quantize int8 "
+            f"--calibration DATA -o DIR`"
+        )
+    return margin, None
 
 
 def _converted_openvino(source, tokenizer, bf16: bool | None, trust_remote_code: bool) -> Engine:
@@ -192,26 +210,47 @@ def _converted_openvino(source, tokenizer, bf16: bool | None, trust_remote_code:
         raise ModelError(f"{source}: the openvino engine needs openvino, which is not installed; {OPENVINO_HINT}")
     import openvino
 
-    from qatune import __version__
-    from qatune.engines import cache
     from qatune.engines.openvino_engine import MODEL_FILE, save_model
-    from qatune.features import default_cache_dir
     from qatune.modeling import load_qa_model
 
+    converted = []  # converted once: for the cache entry, and to answer with where the cache cannot keep it
+
     def convert():
-        return convert_for_openvino(load_qa_model(source, trust_remote_code=trust_remote_code), tokenizer, str(source))
+        if not converted:
+            model = load_qa_model(source, trust_remote_code=trust_remote_code)
+            converted.append(convert_for_openvino(model, tokenizer, str(source)))
+        return converted[0]
 
     if not Path(source).is_dir():  # a hub id: nothing on disk to key a cache entry by
         return _openvino_engine(convert(), bf16, str(source))
-    inputs = ",".join(tokenizer.model_input_names)
-    key = cache.content_key(Path(source), "openvino", openvino.__version__, __version__, inputs)
-    entry = cache.cached_folder(
-        default_cache_dir() / "openvino",
-        key,
-        complete=lambda folder: (folder / MODEL_FILE).is_file() and (folder / "model.bin").is_file(),
-        write=lambda folder: save_model(convert(), folder),
+    try:
+        return _cached_engine(
+            source, tokenizer, "openvino", openvino.__version__,
+            complete=lambda folder: (folder / MODEL_FILE).is_file() and (folder / "model.bin").is_file(),
+            write=lambda folder: save_model(convert(), folder),
+            load=lambda entry: _openvino_engine(entry / MODEL_FILE, bf16, str(source)),
+        )
+    except cache.CacheNotWritable as error:
+        _warn_answering_without_cache(error, "converted in memory")
+        return _openvino_engine(convert(), bf16, str(source))
+
+
+def _cached_engine(source, tokenizer, engine: str, converter: str, *, complete, write, load) -> Engine:
+    """The engine `load` makes of the cache entry for this model, tokenizer inputs and converter
+    (`qatune.engines.cache`), written by `write` where it is not there yet."""
+    from qatune import __version__
+    from qatune.features import default_cache_dir
+
+    inputs = ",".join(tokenizer.model_input_names)  # the graph takes these: another tokenizer, another graph
+    key = cache.content_key(Path(source), engine, converter, __version__, inputs)
+    return cache.load_entry(default_cache_dir() / engine, key, complete=complete, write=write, load=load)
+
+
+def _warn_answering_without_cache(error: cache.CacheNotWritable, instead: str) -> None:
+    logger.warning(
+        "%s; answering with the model %s, converted again at every load: set $QATUNE_CACHE to a writable folder",
+        error, instead,
     )
-    return _openvino_engine(entry / MODEL_FILE, bf16, str(source))
 
 
 class ConversionFailed(ModelError):
@@ -230,23 +269,50 @@ def convert_for_openvino(model, tokenizer, where: str):
         ) from None
 
 
-def _converted_onnx(source) -> Engine:
-    from qatune import __version__
-    from qatune.engines import cache
+def _converted_onnx(source, tokenizer) -> Engine:
     from qatune.engines.onnx_engine import load_onnx
     from qatune.export import export_onnx
-    from qatune.features import default_cache_dir
 
     if not Path(source).is_dir():
         raise ModelError(f"{source}: the onnx engine answers a model folder; download the model into a folder first")
-    key = cache.content_key(Path(source), "onnx", __version__)
-    entry = cache.cached_folder(
-        default_cache_dir() / "onnx",
-        key,
-        complete=lambda folder: (folder / ONNX_FILE).is_file(),
-        write=lambda folder: export_onnx(source, folder),
-    )
-    return load_onnx(entry)
+    try:
+        return _cached_engine(
+            source, tokenizer, "onnx", _versions("torch", "onnxscript", "onnx"),
+            complete=lambda folder: (folder / ONNX_FILE).is_file(),
+            write=lambda folder: export_onnx(source, folder),
+            load=load_onnx,
+        )
+    except cache.CacheNotWritable as error:
+        _warn_answering_without_cache(error, "exported into a temporary folder")
+        return _onnx_from_a_temporary_folder(source, error.root)
+
+
+def _onnx_from_a_temporary_folder(source, cache_root: Path) -> Engine:
+    from qatune.engines.onnx_engine import load_onnx
+    from qatune.export import export_onnx
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="qatune-onnx-") as folder:
+            export_onnx(source, folder)
+            return load_onnx(folder)  # ONNX Runtime holds the graph in memory: the folder can go
+    except OSError as error:
+        raise ModelError(
+            f"{source}: the onnx engine converts the model into the engine cache {cache_root} or a temporary "
+            f"folder, and neither can be written ({first_line(error)}); set $QATUNE_CACHE to a writable folder"
+        ) from None
+
+
+def _versions(*packages: str) -> str:
+    """The installed versions of `packages`, e.g. "torch 2.9.0, onnx 1.19.1" (without importing them)."""
+    from importlib import metadata
+
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "none"
+
+    return ", ".join(f"{package} {version(package)}" for package in packages)
 
 
 def _exported_precision(folder: Path) -> str:

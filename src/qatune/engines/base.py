@@ -14,14 +14,29 @@ close calls go on to float32, so that such an engine gives the answers float32 g
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import numpy as np
+
+from qatune.errors import ModelError
 
 PRECISIONS = ("float32", "bf16", "int8")
 OUTPUT_NAMES = ("start_logits", "end_logits")  # what every exported or converted graph returns
 # Answers whose probabilities are within this log-ratio (about 5%) of each other are close
 # calls: bf16 rounding moves logits by up to ~0.15 and can swap them. Re-checked in float32.
 BF16_RECHECK_MARGIN = 0.05
+
+
+class UnreadableGraph(ModelError):
+    """A runtime cannot load a graph file (cut short, overwritten): an export is exported again,
+    a cache entry is converted again (`qatune.engines.cache.load_entry`)."""
+
+    def __init__(self, file: Path, runtime: str, reason: str, format: str) -> None:
+        super().__init__(
+            f"{file}: {runtime} cannot load this file ({reason}); export the model again with "
+            f"`qatune export MODEL --format {format} -o DIR`"
+        )
+        self.file, self.reason = file, reason
 
 
 class Engine(ABC):
@@ -71,8 +86,6 @@ class Engine(ABC):
 def check_inputs(engine: Engine, inputs: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
     """The inputs the engine takes (others, such as token_type_ids for a model without them, are
     left out, as PyTorch leaves them out), or a ModelError when one it needs is missing."""
-    from qatune.errors import ModelError
-
     names = engine.input_names
     missing = sorted(set(names) - set(inputs))
     if missing:

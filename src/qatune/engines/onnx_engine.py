@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qatune.engines.base import OUTPUT_NAMES, Engine, check_inputs
+from qatune.engines.base import OUTPUT_NAMES, Engine, UnreadableGraph, check_inputs
 from qatune.errors import ModelError, first_line
 
 MODEL_FILE = "model.onnx"
@@ -69,10 +69,7 @@ def load_onnx(path: str | Path, *, precision: str = "float32", threads: int | No
     try:
         session = onnxruntime.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own untyped errors for bad files
-        raise ModelError(
-            f"{file}: ONNX Runtime cannot load this file ({first_line(error)}); export the model "
-            f"again with `qatune export MODEL --format onnx -o DIR`"
-        ) from None
+        raise UnreadableGraph(file, "ONNX Runtime", first_line(error), "onnx") from None
     return OnnxEngine(session, file, precision)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qatune.engines.base import BF16_RECHECK_MARGIN, OUTPUT_NAMES, Engine, check_inputs
+from qatune.engines.base import BF16_RECHECK_MARGIN, OUTPUT_NAMES, Engine, UnreadableGraph, check_inputs
 
 MODEL_FILE = "model.xml"  # with its weights in model.bin beside it
 FLOAT32_FOLDER = "float32"  # an int8 export's float32 graph, for re-checking close calls
@@ -41,7 +41,7 @@ class OpenVinoEngine(Engine):
     float model (bf16 answers are re-checked in float32 where close); "int8" for a quantized
     one, whose other operations run in float32 and whose close calls `float32_model` (a path
     or model) re-checks when given: in bf16 where bf16 is native (and bf16's own close calls in
-    float32), else in float32.
+    float32), else in float32; `recheck_bf16` True or False asks for bf16 or float32 there.
 
         >>> engine = OpenVinoEngine("./qatune-openvino/model.xml", precision="float32")  # doctest: +SKIP
         >>> engine.logits({"input_ids": ids, "attention_mask": mask})[0].dtype              # doctest: +SKIP
@@ -63,10 +63,11 @@ class OpenVinoEngine(Engine):
         threads: int | None = None,
         float32_model=None,
         recheck_margin: float = 0.0,
+        recheck_bf16: bool | None = None,
     ) -> None:
         import openvino
 
-        graph = openvino.Core().read_model(str(model)) if isinstance(model, (str, Path)) else model
+        graph = read_graph(Path(model)) if isinstance(model, (str, Path)) else model
         # kept for the float32 twin: compiled from the same graph, it shares the weights OpenVINO
         # maps from model.bin (reading the file again for it took 90 MB more for all-MiniLM)
         self.source = graph
@@ -78,7 +79,8 @@ class OpenVinoEngine(Engine):
             self.recheck_margin = recheck_margin
             # in bf16 first where bf16 is native (its own close calls go on to float32): int8
             # re-checks about 40% of the questions, and bf16 answers them 2x to 3x as fast
-            self.recheck_in = "bf16" if bf16_is_native() else "float32"
+            in_bf16 = bf16_is_native() if recheck_bf16 is None else recheck_bf16
+            self.recheck_in = "bf16" if in_bf16 else "float32"
         self._rechecker: OpenVinoEngine | None = None
         self.where = where
         self.threads = threads
@@ -124,6 +126,22 @@ class OpenVinoEngine(Engine):
         start, end = (results[self.compiled.output(name)] for name in OUTPUT_NAMES)
         # the request reuses its output buffers on the next call: copy them out
         return np.array(start, dtype=np.float32), np.array(end, dtype=np.float32)
+
+
+def read_graph(file: Path):
+    """The `openvino.Model` in model.xml (weights in model.bin), or UnreadableGraph."""
+    import openvino
+
+    try:
+        return openvino.Core().read_model(str(file))
+    except RuntimeError as error:  # openvino's one error for a missing, cut short or garbled file
+        raise UnreadableGraph(file, "OpenVINO", _last_line(error), "openvino") from None
+
+
+def _last_line(error: BaseException) -> str:
+    """OpenVINO's message ends with what went wrong, after lines naming its own source files."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1].rstrip(".") if lines else type(error).__name__
 
 
 class _Head:

@@ -251,18 +251,18 @@ def _no_constant(name: str) -> Any:
     raise _NotPlainJSON(f"{name}, which is not JSON", "write a number, null or a string instead")
 
 
+# how `_loads` and `_line_of` read: what would be lost or not written back raises _NotPlainJSON
+_PLAIN_JSON = {"object_pairs_hook": _unique_keys, "parse_float": _finite_number, "parse_constant": _no_constant}
+
+
 def _loads(text: str) -> Any:
-    return json.loads(
-        text, object_pairs_hook=_unique_keys, parse_float=_finite_number, parse_constant=_no_constant
-    )
+    return json.loads(text, **_PLAIN_JSON)
 
 
 def _line_of(refused: _NotPlainJSON, text: str) -> int | None:
     """The line of the object that holds what `_loads` refused: read again with Python's own
     (slower) scanner, which tells where each object starts. Only on the way to an error."""
-    decoder = json.JSONDecoder(
-        object_pairs_hook=_unique_keys, parse_float=_finite_number, parse_constant=_no_constant
-    )
+    decoder = json.JSONDecoder(**_PLAIN_JSON)
 
     def parse_object(s_and_end, *args):
         try:

@@ -128,3 +128,38 @@ def test_a_bad_value_is_named_by_its_flag_not_by_the_python_field(tmp_path, caps
     assert main(["train", str(TINY_QA), "--output", str(tmp_path / "run"), flag, value]) == 2
     assert capsys.readouterr().err == said + "\n"
     assert not (tmp_path / "run").exists()
+
+
+def transfer_file(path, answers: list) -> None:
+    """A SQuAD file of transfer questions, the k-th with `answers[k]` as its answer fields."""
+    context = "Riverside Athletic won the cup final 3-0 in 1998 at Hampden Park."
+    questions = ["Who won the cup final?", "What was the score?", "Where was the final?", "When was the final?"]
+    qas = [{"id": f"t{k}", "question": question, **fields} for k, (question, fields) in enumerate(zip(questions, answers))]
+    path.write_text(json.dumps({"data": [{"title": "Clubs", "paragraphs": [{"context": context, "qas": qas}]}]}))
+
+
+def test_a_transfer_sets_answers_are_never_read(tiny_bert, tmp_path):
+    transfer, output = tmp_path / "transfer.json", tmp_path / "run"
+    unreadable = [
+        {},  # no "answers" at all
+        {"answers": [{"text": "Glasgow Rangers", "answer_start": 5}]},  # a text found nowhere in the context
+        {"answers": "none", "is_impossible": "maybe"},  # neither a list nor a true/false marking
+        {"answers": [{"text": "3-0", "answer_start": 999}], "is_impossible": True},  # an answer and marked impossible
+    ]
+    transfer_file(transfer, unreadable)
+    flags = ("--model", tiny_bert, "--teacher", tiny_bert, "--output", output, "--transfer", transfer, "--save-every", "1",
+             "--keep-checkpoints", "--no-bf16", *WINDOW_FLAGS, "--json")
+    result = qatune("train", TINY_QA, "--epochs", "1", *flags)
+    assert f"{transfer}: 4 questions (answers not read); " in result.stderr
+    assert json.loads(result.stdout)["counts"]["transfer_questions"] == 4
+    # other answers are no other transfer set: the run resumes
+    transfer_file(transfer, [{"answers": []}] * 4)
+    resumed = qatune("train", TINY_QA, "--epochs", "2", "--resume", *flags)
+    assert "resumed from the checkpoint after epoch 1" in resumed.stderr
+    # what cannot be used is still refused, by its place, before the model loads
+    transfer_file(transfer, [{}, {"question": ""}])
+    refused = qatune("train", TINY_QA, "--model", tiny_bert, "--teacher", tiny_bert, "--output", tmp_path / "other",
+                     "--transfer", transfer, check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "data[0].paragraphs[0].qas[1].question" in refused.stderr
+    assert not (tmp_path / "other").exists()

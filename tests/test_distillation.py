@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -297,6 +299,29 @@ def test_transfer_questions_need_a_teacher_and_a_resume_needs_the_same_ones(tiny
     resumed = dataclasses.replace(taught, epochs=2, resume=True)
     with pytest.raises(SettingsError, match=r"started with other settings \(other transfer questions than the run's"):
         train(examples[:8], None, resumed, progress=False, transfer_examples=unanswered(examples[9:]))
+
+
+def test_a_resume_whose_teacher_changed_in_place_is_refused_naming_the_teacher(tiny_bert, tmp_path):
+    examples = load_examples(TINY_QA)
+    teacher, output = tmp_path / "teacher", tmp_path / "student"
+    shutil.copytree(tiny_bert, teacher)
+    arguments = TrainingArguments(output_dir=str(output), model=str(tiny_bert), epochs=1, teacher=str(teacher),
+                                  keep_checkpoints=True, **(COMMON | {"save_every": 1}))
+    train(examples, None, arguments, progress=False)
+    retrained = load_qa_model(str(teacher))  # the same folder now holds another model
+    with torch.no_grad():
+        retrained.qa_outputs.weight.add_(0.01)
+    retrained.save_pretrained(teacher, safe_serialization=True)
+    resumed = dataclasses.replace(arguments, epochs=2, resume=True)
+    said = f"teacher: {teacher} holds another model than the run's (its weights or config.json changed since the run started)"
+    with pytest.raises(SettingsError, match=re.escape(said)):
+        train(examples, None, resumed, progress=False)
+    # a checkpoint written before qatune recorded its teacher's content resumes as it did
+    saved_arguments = output / "checkpoints" / "epoch-0001" / "training_args.json"
+    recorded = json.loads(saved_arguments.read_text())
+    del recorded["teacher_sha256"]
+    saved_arguments.write_text(json.dumps(recorded))
+    assert train(examples, None, resumed, progress=False).epochs_run == 2
 
 
 def test_a_distilbert_student_learns_from_a_bert_teacher(tiny_bert, tiny_distilbert, tmp_path):

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from qatune import checkpoints
 from qatune.checkpoints import PYTHON_OPTIONS
-from qatune.data import load_examples
+from qatune.data import GoldAnswer, load_examples
 from qatune.errors import SettingsError
 from qatune.files import current_umask
 from qatune.inference import QAModel
@@ -27,6 +27,7 @@ from qatune.training import (
     _accumulated,
     _token_ids_only,
     auto_epochs,
+    examples_digest,
     length_grouped_batches,
     train,
 )
@@ -502,6 +503,11 @@ def test_training_batches_are_padded_to_a_multiple_of_32_tokens_within_max_seq_l
     assert [padded_length(n) for n in (1, 32, 33, 200, 370, 384)] == [32, 32, 64, 224, 384, 384]
     assert padded_length(40, max_seq_length=48) == 48
     assert padded_length(60, max_seq_length=48) == 60  # longer than max_seq_length: left as it is
+    # a process's share of a batch is padded as the whole batch is: as if its longest were among them
+    windows = features.Windows([np.ones(40, np.int64), np.ones(3, np.int64)], None, [], [], np.array([0, 1]))
+    share = pad_windows(windows, [1], 0, PAD_TO_MULTIPLE, 384, longest=40)
+    assert share["input_ids"].shape == (1, 64) and share["attention_mask"].sum() == 3
+    assert pad_windows(windows, [1], 0, PAD_TO_MULTIPLE, 384)["input_ids"].shape == (1, 32)
 
 
 def test_padding_to_a_multiple_changes_no_logit(tiny_bert, tiny_examples):
@@ -518,6 +524,40 @@ def test_padding_to_a_multiple_changes_no_logit(tiny_bert, tiny_examples):
     mask = torch.from_numpy(batch["attention_mask"]).bool()
     for name in ("start_logits", "end_logits"):
         torch.testing.assert_close(getattr(wider, name)[:, :length][mask], getattr(plain, name)[mask])
+
+
+def test_each_process_resumes_its_own_random_state(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    states = []
+    for rank in range(2):  # what each of 2 processes had drawn when the checkpoint was written
+        torch.manual_seed(rank)
+        torch.rand(rank + 1)
+        states.append(checkpoints.rng_state())
+    arguments = {"epochs": 1}
+    checkpoints.save(tmp_path, model, optimizer, schedule, checkpoints.TrainingState(epoch=1), arguments, None, states)
+    for rank in range(2):
+        torch.manual_seed(99)
+        checkpoints.load_latest(tmp_path, arguments, model, optimizer, schedule, PYTHON_OPTIONS, rank=rank)
+        assert torch.equal(torch.get_rng_state(), states[rank]["torch_rng"]), rank
+    # a checkpoint of an earlier qatune holds the main process's state alone: every process takes it
+    trainer_state = tmp_path / "checkpoints" / "epoch-0001" / "trainer_state.pt"
+    saved = torch.load(trainer_state, weights_only=True)
+    torch.save({"optimizer": saved["optimizer"], "schedule": saved["schedule"], **states[0]}, trainer_state)
+    checkpoints.load_latest(tmp_path, arguments, model, optimizer, schedule, PYTHON_OPTIONS, rank=1)
+    assert torch.equal(torch.get_rng_state(), states[0]["torch_rng"])
+
+
+def test_a_transfer_sets_digest_leaves_its_answers_out(tiny_examples):
+    unanswered = [dataclasses.replace(example, answers=()) for example in tiny_examples]
+    moved = [dataclasses.replace(example, answers=(GoldAnswer("x", 0),)) for example in tiny_examples]
+    assert examples_digest(moved, answers=False) == examples_digest(tiny_examples, answers=False)
+    # a transfer set without answers keeps the digest an earlier qatune recorded for it: its runs resume
+    assert examples_digest(tiny_examples, answers=False) == examples_digest(unanswered)
+    assert examples_digest(moved) != examples_digest(tiny_examples)  # the training data's answers count
+    reworded = [dataclasses.replace(tiny_examples[0], question="Reworded?"), *tiny_examples[1:]]
+    assert examples_digest(reworded, answers=False) != examples_digest(tiny_examples, answers=False)
 
 
 def test_windows_tokenized_in_chunks_equal_those_made_at_once(tiny_bert, tiny_examples, monkeypatch):

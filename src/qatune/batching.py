@@ -20,12 +20,19 @@ from qatune.features import Windows
 
 
 def pad_windows(
-    windows: Windows, indices: Sequence[int], pad_token_id: int, multiple_of: int = 1, max_length: int | None = None
+    windows: Windows,
+    indices: Sequence[int],
+    pad_token_id: int,
+    multiple_of: int = 1,
+    max_length: int | None = None,
+    longest: int = 0,
 ) -> dict[str, np.ndarray]:
     """`input_ids`, `attention_mask` (and `token_type_ids` where the windows have them), int64,
     shape (len(indices), longest window among them, rounded up to `multiple_of` but not past
-    `max_length`: a model has no position past its longest window)."""
-    longest = max(len(windows.input_ids[i]) for i in indices)
+    `max_length`: a model has no position past its longest window). `longest`: pad as if a
+    window of that many tokens were among them (a process's share of a batch is padded as the
+    whole batch is)."""
+    longest = max(longest, *(len(windows.input_ids[i]) for i in indices))
     length = -(-longest // multiple_of) * multiple_of
     if max_length is not None:
         length = max(longest, min(length, max_length))

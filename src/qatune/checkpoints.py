@@ -153,6 +153,8 @@ def check_output_dir(
         # known once the processes have started and the data is read: compared then
         for key in ("processes", "effective_batch_size", *DATA_DIGESTS):
             current.setdefault(key, saved.get(key))
+        if "teacher_sha256" in saved:  # a teacher changed in place: refused before anything is loaded
+            current["teacher_sha256"] = model_digest(current.get("teacher"))
         _refuse_changed_settings(output_dir, saved, current | {"epochs": saved.get("epochs")}, options)
     if not resume and earlier_run and not overwrite:
         if resumable:
@@ -186,6 +188,30 @@ def model_identity(model: str | None) -> str | None:
     return str(path.resolve()) if path.exists() else model
 
 
+def model_digest(model: str | None) -> str | None:
+    """A digest of a model's content (weights and config.json, as the engine cache keys it): a
+    model folder changed in place is another model. None without a model, or for a hub id
+    that is not in the local cache."""
+    if model is None:
+        return None
+    from qatune.engines.cache import content_key
+
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        folder = _hub_snapshot(model)
+    return content_key(folder) if folder is not None else None
+
+
+def _hub_snapshot(model_id: str) -> Path | None:
+    """The local folder of a hub model's cached snapshot, or None."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model_id, local_files_only=True))
+    except (OSError, ValueError):  # not cached, or not a hub id: no digest to compare
+        return None
+
+
 def start_fresh(output_dir: Path, overwrite: bool) -> None:
     """Clear an earlier run's checkpoints and log (`check_output_dir` has allowed it)."""
     if overwrite:
@@ -205,8 +231,10 @@ def save(
     state: TrainingState,
     arguments: dict[str, Any],
     best_weights: dict[str, torch.Tensor] | None = None,
+    rng_states: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """Write a checkpoint after `state.epoch`; `best_weights` when the best epoch is an earlier one."""
+    """Write a checkpoint after `state.epoch`; `best_weights` when the best epoch is an earlier one;
+    `rng_states`: every process's random state (`rng_state`) in rank order (None: this one's)."""
     folder = output_dir / CHECKPOINTS
     final = folder / f"epoch-{state.epoch:04d}"
     temporary = _fresh_temporary(final)
@@ -219,8 +247,7 @@ def save(
         {
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "rng_states": rng_states or [rng_state()],
         },
         temporary / "trainer_state.pt",
     )
@@ -238,10 +265,11 @@ def save(
 
 
 def load_latest(
-    output_dir: Path, arguments: dict[str, Any], model, optimizer, schedule, options: OptionNames
+    output_dir: Path, arguments: dict[str, Any], model, optimizer, schedule, options: OptionNames, rank: int = 0
 ) -> tuple[TrainingState, dict[str, torch.Tensor] | None]:
-    """Restore weights, optimizer, schedule and random state of the newest checkpoint; return
-    the run's state and the best weights so far (None before the first dev evaluation)."""
+    """Restore weights, optimizer, schedule and the random state of process `rank` of the newest
+    checkpoint; return the run's state and the best weights so far (None before the first dev
+    evaluation)."""
     checkpoint = latest_checkpoint(output_dir)
     if checkpoint is None:  # check_output_dir has refused this already; a race with another process
         raise SettingsError(f"{output_dir}: the checkpoint to resume from is gone; train without {options.resume}")
@@ -258,12 +286,35 @@ def load_latest(
     optimizer.load_state_dict(trainer_state["optimizer"])
     schedule.load_state_dict(trainer_state["schedule"])
     _follow_schedule(schedule)
-    torch.set_rng_state(trainer_state["torch_rng"])
-    if trainer_state["cuda_rng"] and torch.cuda.is_available():
-        visible = torch.cuda.device_count()  # a machine with fewer GPUs restores what it has
-        for device, rng_state in enumerate(trainer_state["cuda_rng"][:visible]):
-            torch.cuda.set_rng_state(rng_state, device)
+    restore_rng_state(_own_rng_state(trainer_state, rank))
     return state, best_weights
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's random state: torch's, on the CPU and each GPU, which draws the dropout
+    masks (the batches' order comes from the seed and the epoch; nothing else draws at random)."""
+    return {
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(saved: dict[str, Any]) -> None:
+    """Set this process's random state to `saved` (`rng_state`)."""
+    torch.set_rng_state(saved["torch_rng"])
+    if saved["cuda_rng"] and torch.cuda.is_available():
+        visible = torch.cuda.device_count()  # a machine with fewer GPUs restores what it has
+        for device, state in enumerate(saved["cuda_rng"][:visible]):
+            torch.cuda.set_rng_state(state, device)
+
+
+def _own_rng_state(trainer_state: dict[str, Any], rank: int) -> dict[str, Any]:
+    """Process `rank`'s saved random state. Earlier checkpoints hold the main process's alone
+    (`torch_rng`, `cuda_rng`): every process restores that one, as qatune then did."""
+    if "rng_states" not in trainer_state:
+        return trainer_state
+    states = trainer_state["rng_states"]
+    return states[rank] if rank < len(states) else states[0]
 
 
 def _follow_schedule(schedule) -> None:
@@ -325,6 +376,12 @@ def _refuse_changed_settings(output_dir: Path, saved: dict[str, Any], current: d
             continue
         if key in ("train_sha256", "dev_sha256") and "train_sha256" not in saved:
             continue  # a run started before qatune recorded its data: not known
+        if key == "teacher_sha256":
+            same_path = _comparable("teacher", saved.get("teacher")) == _comparable("teacher", current.get("teacher"))
+            if key in saved and same_path:  # another path is named as such above
+                details.append(f"{options.teacher}: {current.get('teacher')} holds another model than the run's "
+                               "(its weights or config.json changed since the run started)")
+            continue  # a run started before qatune recorded its teacher's content: not known
         if key in DATA_DIGESTS:
             details.append(_data_change(DATA_DIGESTS[key], before, now))
         elif key == "settings" and isinstance(before, dict) and isinstance(now, dict):  # each setting by name

@@ -5,7 +5,9 @@ Every process walks the same batches in the same order; each global batch (batch
 per process) is dealt out among the processes, each answers for its share, and the gradients
 are averaged. Each share's loss is weighted by its size, so a global batch counts every item
 once, as one process with the whole batch would: N processes with batch B train as one process
-with batch N*B, up to float rounding. Only the main process logs, evaluates, shows progress and
+with batch N*B, up to float rounding (each share is padded as the whole batch is, since a
+window's loss counts its padding's logits). The logged loss is the whole batch's, exchanged
+when it is logged. Only the main process logs, evaluates, shows progress and
 writes checkpoints and the model; the others wait for it where it matters.
 """
 
@@ -15,9 +17,17 @@ import atexit
 import os
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
+
+# How long a process waits for the others in one exchange. The others wait while the main
+# process evaluates on the dev data and writes checkpoints and the model, which on a large dev
+# set takes longer than torch's defaults (30 minutes for gloo, 10 for NCCL) and would end the
+# run. A process that dies ends the launch at once all the same (torchrun and accelerate stop
+# the others): the limit only bounds a process that hangs.
+WAIT_FOR_OTHERS = timedelta(hours=24)
 
 
 def process_rank() -> int:
@@ -77,13 +87,31 @@ class Processes:
         else's, so that every process holds all of them."""
         if self.count == 1:
             return
-        import torch.distributed as distributed
-
-        parts: list = [None] * self.count
-        distributed.all_gather_object(parts, [(int(index), values[index]) for index in mine])
-        for part in parts:
+        for part in self.gather([(int(index), values[index]) for index in mine]):
             for index, value in part:
                 values[index] = value
+
+    def batch_mean(self, weighted_share_loss) -> float:
+        """The whole global batch's mean loss, from this process's share's loss weighted as
+        `share` says (the loss its gradients come from): the processes' mean. One scalar
+        exchanged (on the loss's device, which NCCL needs); one process: its loss as it is."""
+        if self.count == 1:
+            return float(weighted_share_loss)
+        import torch.distributed as distributed
+
+        total = weighted_share_loss.detach().float() / self.count
+        distributed.all_reduce(total)
+        return float(total)
+
+    def gather(self, value: Any) -> list:
+        """Every process's `value`, in rank order, on every process."""
+        if self.count == 1:
+            return [value]
+        import torch.distributed as distributed
+
+        values: list = [None] * self.count
+        distributed.all_gather_object(values, value)
+        return values
 
     def wait(self) -> None:
         if self.count > 1:
@@ -140,7 +168,7 @@ def _init_process_group() -> None:
     if not distributed.is_initialized():
         import torch
 
-        distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=WAIT_FOR_OTHERS)
         leave_process_group_at_exit()
 
 

@@ -64,7 +64,7 @@ from qatune.modeling import (
 )
 from qatune.lora import merged, trainable_share, with_lora
 from qatune.wording import counted
-from qatune.parallel import Processes
+from qatune.parallel import WAIT_FOR_OTHERS, Processes
 from qatune.runlog import MetricsLog, NoLog, RunProgress
 from qatune.modelcard import machine_description, validation_summary, write_readme
 from qatune.settings import DEFAULT_MAX_ANSWER_LENGTH, QASettings, write_model_card
@@ -217,7 +217,7 @@ def train(
     `qatune.json` and the model card: what reading the data repaired and skipped.
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import InitProcessGroupKwargs, set_seed
 
     args = args or TrainingArguments()
     log = log or (lambda message: None)
@@ -237,7 +237,9 @@ def train(
     # Autocast is applied in the loop, not by accelerate, so that the model itself stays plain
     # and the kept model is scored exactly as `qatune evaluate` scores it.
     # cpu=True on a machine without a GPU: several processes there use gloo (accelerate otherwise sees none)
-    accelerator = Accelerator(mixed_precision="no", cpu=device.type == "cpu")
+    accelerator = Accelerator(
+        mixed_precision="no", cpu=device.type == "cpu", kwargs_handlers=[InitProcessGroupKwargs(timeout=WAIT_FOR_OTHERS)]
+    )
     processes = Processes.joined(accelerator)
     if not processes.is_main:  # one voice: the main process tells, evaluates and writes
         log, progress = (lambda message: None), False
@@ -307,6 +309,7 @@ def train(
 
     arguments = args.to_dict() | {
         "model": checkpoints.model_identity(args.model), "teacher": checkpoints.model_identity(args.teacher),
+        "teacher_sha256": checkpoints.model_digest(args.teacher),  # a teacher changed in place is another teacher
         "epochs": epochs, "settings": settings.to_dict(),
         "processes": processes.count, "effective_batch_size": effective_batch,
     }
@@ -315,11 +318,13 @@ def train(
         "train_sha256": examples_digest(train_examples),
         "dev_sha256": examples_digest(dev_examples) if dev_examples else None,
     }
-    if transfer_examples:
-        arguments["transfer_sha256"] = examples_digest(transfer_examples)
+    if transfer_examples:  # the transfer set's questions and contexts: its answers are never read
+        arguments["transfer_sha256"] = examples_digest(transfer_examples, answers=False)
     state, best_weights = checkpoints.TrainingState(), None
     if args.resume:
-        state, best_weights = checkpoints.load_latest(output_dir, arguments, plain_model, optimizer, schedule, options)
+        state, best_weights = checkpoints.load_latest(
+            output_dir, arguments, plain_model, optimizer, schedule, options, rank=processes.rank
+        )
         log(f"resumed from the checkpoint after epoch {state.epoch}; training to epoch {epochs}")
     elif processes.is_main:
         checkpoints.start_fresh(output_dir, args.overwrite)
@@ -340,17 +345,21 @@ def train(
     # --- The loop ------------------------------------------------------------------------
     try:
         pad_id = tokenizer.pad_token_id or 0
+        item_lengths = windows.lengths[items.window]  # tokens of each item's window
         for epoch in range(state.epoch + 1, epochs + 1):
             if state.stopped_early:
                 break
             epoch_started = time.perf_counter()
             model.train()
             bar.epoch(epoch, epochs)
-            batches = length_grouped_batches(windows.lengths[items.window], global_batch, seed=(args.seed, epoch))
+            batches = length_grouped_batches(item_lengths, global_batch, seed=(args.seed, epoch))
             running_loss = None
             for batch_number, whole_batch in enumerate(batches, start=1):
                 batch, weight = processes.share(whole_batch)
-                padded = pad_windows(windows, items.window[batch].tolist(), pad_id, PAD_TO_MULTIPLE, settings.max_seq_length)
+                # every share padded as the whole batch is: the models' loss counts the padding's
+                # logits, so N processes train as one only if each window sees the same padding
+                longest = int(item_lengths[whole_batch].max())
+                padded = pad_windows(windows, items.window[batch].tolist(), pad_id, PAD_TO_MULTIPLE, settings.max_seq_length, longest)
                 inputs = as_tensors(padded, accelerator.device)
                 labels = {
                     "start_positions": torch.from_numpy(items.start[batch]).to(accelerator.device),
@@ -372,22 +381,25 @@ def train(
                     )
                 if states_teacher is not None:
                     teacher_inputs = inputs if typed_windows is None else as_tensors(  # with the token types it reads
-                        pad_windows(typed_windows, items.window[batch].tolist(), pad_id, PAD_TO_MULTIPLE, settings.max_seq_length),
+                        pad_windows(typed_windows, items.window[batch].tolist(), pad_id, PAD_TO_MULTIPLE, settings.max_seq_length, longest),
                         accelerator.device,
                     )
                     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                         teacher_states = states_teacher(**teacher_inputs, output_hidden_states=True).hidden_states
-                    loss = loss + args.distill_hidden * hidden_state_loss(
-                        outputs.hidden_states, teacher_states, inputs["attention_mask"], layer_map
-                    )
-                accelerator.backward(loss * weight / _accumulated(batch_number, len(batches), args.gradient_accumulation_steps))
+                share_loss = loss * weight  # the share's part of the whole batch's mean over windows
+                if states_teacher is not None:
+                    # a mean over the share's real tokens: weighted by its part of the batch's tokens
+                    token_weight = float(weight * item_lengths[batch].mean() / item_lengths[whole_batch].mean())
+                    hidden = hidden_state_loss(outputs.hidden_states, teacher_states, inputs["attention_mask"], layer_map)
+                    share_loss = share_loss + args.distill_hidden * token_weight * hidden
+                accelerator.backward(share_loss / _accumulated(batch_number, len(batches), args.gradient_accumulation_steps))
                 if batch_number % args.gradient_accumulation_steps == 0 or batch_number == len(batches):
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                     optimizer.step()
                     schedule.step()
                     optimizer.zero_grad(set_to_none=True)
                     state.step += 1
-                value = float(loss.detach())
+                value = processes.batch_mean(share_loss.detach())  # the whole batch's, not this share's
                 running_loss = value if running_loss is None else 0.9 * running_loss + 0.1 * value
                 metrics_log.write(type="step", epoch=epoch, step=state.step, loss=value, lr=schedule.get_last_lr()[0])
                 bar.advance(running_loss)
@@ -407,8 +419,9 @@ def train(
             finished = epoch == epochs or state.stopped_early
             # the main process's clock decides, so that every process waits at the same place
             if processes.from_main(_checkpoint_due(args, epoch, finished, state.train_seconds - checkpointed_at)):
+                rng_states = processes.gather(checkpoints.rng_state())  # each process draws its own dropout
                 if processes.is_main:
-                    checkpoints.save(output_dir, plain_model, optimizer, schedule, state, arguments, best_weights)
+                    checkpoints.save(output_dir, plain_model, optimizer, schedule, state, arguments, best_weights, rng_states)
                 checkpointed_at = state.train_seconds
                 processes.wait()
         if best_weights is not None and processes.is_main:
@@ -738,11 +751,13 @@ def length_grouped_batches(lengths: np.ndarray, batch_size: int, *, seed) -> lis
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def examples_digest(examples: Sequence[Example]) -> str:
-    """A hash of the data's content, saved with the model to tell which data trained it."""
+def examples_digest(examples: Sequence[Example], answers: bool = True) -> str:
+    """A hash of the data's content, saved with the model to tell which data trained it;
+    answers=False leaves the answers out (a transfer set's: never read, so free to change)."""
     digest = hashlib.sha256()
     for example in examples:
-        record = [example.id, example.question, example.context, [[a.text, a.start] for a in example.answers]]
+        golds = [[a.text, a.start] for a in example.answers] if answers else []  # [] as a question without any
+        record = [example.id, example.question, example.context, golds]
         digest.update(json.dumps(record, ensure_ascii=False).encode("utf-8"))
     return digest.hexdigest()
 

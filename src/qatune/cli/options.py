@@ -73,14 +73,17 @@ def read_examples(path, args: argparse.Namespace, say=None):
     return read_examples_and_report(path, args, say)[0]
 
 
-def read_examples_and_report(path, args: argparse.Namespace, say=None):
-    """`read_examples`, and the file's ValidationReport."""
+def read_examples_and_report(path, args: argparse.Namespace, say=None, answers: bool = True):
+    """`read_examples`, and the file's ValidationReport. answers=False (a transfer set): the
+    questions and contexts alone, answers neither read, checked nor counted; an unusable question
+    or context is still an error."""
     from qatune.data import read_dataset
 
-    examples, report = read_dataset(path, format=args.format, on_error=args.on_error)
+    examples, report = read_dataset(path, format=args.format, on_error=args.on_error, answers=answers)
     report.raise_for_errors()
     if say is not None:
-        say(f"{path}: {len(examples)} questions ({report.unanswerable} unanswerable); {report.repair_line()}")
+        answered = f"{report.unanswerable} unanswerable" if answers else "answers not read"
+        say(f"{path}: {len(examples)} questions ({answered}); {report.repair_line()}")
     return examples, report
 
 

@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     train_examples, train_report = options.read_examples_and_report(train_path, args, say)
     dev_examples, dev_report = options.read_examples_and_report(dev_path, args, say) if dev_path else (None, None)
     transfer_examples, transfer_report = (
-        options.read_examples_and_report(args.transfer, args, say) if args.transfer else (None, None)
+        options.read_examples_and_report(args.transfer, args, say, answers=False) if args.transfer else (None, None)
     )
 
     with _errors_named_by_flags():

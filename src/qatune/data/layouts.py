@@ -39,8 +39,9 @@ class _RawAnswer:
 class _Reader:
     """Turns the parsed JSON of one file into Examples and a ValidationReport."""
 
-    def __init__(self, path: str, layout: str, on_error: str):
+    def __init__(self, path: str, layout: str, on_error: str, answers: bool = True):
         self.report = ValidationReport(path=path, layout=layout, on_error=on_error)
+        self.answers = answers  # False: questions and contexts alone, answers never looked at
         self.skip = on_error == "skip"
         self.strict = on_error == "strict"
         self.examples: list[Example] = []
@@ -115,7 +116,7 @@ class _Reader:
                 continue
             context = self.context(record.get("context", _MISSING), _at(place, "context"))
             title = self.title(record, place)
-            answers = self.record_answers(record, place)
+            answers = self.record_answers(record, place) if self.answers else ([], [], 0)
             self.question(place, (records, i), record, context, title, *answers)
 
     def paragraph(self, paragraph: Any, place: str, item: _Slot, title: str | None) -> None:
@@ -141,7 +142,8 @@ class _Reader:
                 problem = Problem(qa_place, _not_an_object("a question", keys, qa))
                 self.drop_question((qas, k), [problem], 0)
                 continue
-            self.question(qa_place, (qas, k), qa, context, title, *self.squad_answers(qa, qa_place))
+            answers = self.squad_answers(qa, qa_place) if self.answers else ([], [])
+            self.question(qa_place, (qas, k), qa, context, title, *answers)
 
     # -- fields ---------------------------------------------------------------------------
 
@@ -256,7 +258,7 @@ class _Reader:
         message = _text_problem(question, 'a "question" (a non-empty string)', _QUESTION_FIX)
         if message:
             problems.append(Problem(_at(place, "question"), message))
-        problem = _impossible_problem(fields.get("is_impossible", False), len(answers))
+        problem = _impossible_problem(fields.get("is_impossible", False), len(answers)) if self.answers else None
         if problem:
             problems.append(Problem(_at(place, "is_impossible"), problem))
         example_id = self.question_id(place, fields.get("id"), question, context, problems)

@@ -30,18 +30,20 @@ _TABLE_SUFFIXES = (".csv", ".tsv", ".xlsx", ".xls")
 
 
 def read_dataset(
-    path: PathLike, *, format: str = "auto", on_error: str = "repair"
+    path: PathLike, *, format: str = "auto", on_error: str = "repair", answers: bool = True
 ) -> tuple[list[Example], ValidationReport]:
     """Read a data file; return the usable examples and a report of every problem found.
 
     Raises DataError only for whole-file problems (missing file, not UTF-8, bad JSON,
-    unknown layout); every other problem is collected in `report.errors`.
+    unknown layout); every other problem is collected in `report.errors`. answers=False reads
+    questions and contexts alone (a transfer set): answers and `is_impossible` are neither read
+    nor checked, and every example has no answer.
 
     >>> examples, report = read_dataset("tests/data/data_records.jsonl")
     >>> report.layout, len(examples), report.errors
     ('records', 3, [])
     """
-    reader, _, _ = _read(path, format, on_error)
+    reader, _, _ = _read(path, format, on_error, answers)
     return reader.finish()
 
 
@@ -62,7 +64,7 @@ def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
         raise SettingsError(f"{name} must be one of {names}; found {_describe(value)}")
 
 
-def _read(path: PathLike, format: str, on_error: str) -> tuple[_Reader, Any, bool]:
+def _read(path: PathLike, format: str, on_error: str, answers: bool = True) -> tuple[_Reader, Any, bool]:
     """(the reader after walking the file, the parsed JSON, whether it is JSON Lines).
 
     For JSON Lines the parsed JSON is the list of records; the reader's edits refer to it.
@@ -74,7 +76,7 @@ def _read(path: PathLike, format: str, on_error: str) -> tuple[_Reader, Any, boo
     jsonl = lines is not None
     layout = _detect_layout(value, jsonl, path) if format == "auto" else format
     items = _top_level_items(value, jsonl, layout, path)
-    reader = _Reader(str(path), layout, on_error)
+    reader = _Reader(str(path), layout, on_error, answers)
     if layout == "squad":
         reader.read_squad(items)
     elif layout == "paragraphs":

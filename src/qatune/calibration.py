@@ -5,7 +5,7 @@ Plain numpy: no torch. A score is the probability decoding gives the best answer
 "right" when that answer is an exact match (official SQuAD normalization) of a gold answer.
 
     >>> round(expected_calibration_error([0.9, 0.9, 0.3, 0.3], [True, False, False, False]), 3)
-    0.3
+    0.35
     >>> roc_auc([0.9, 0.8, 0.1], [True, True, False])
     1.0
 """

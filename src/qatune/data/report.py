@@ -122,7 +122,9 @@ class ValidationReport:
     def repair_line(self) -> str:
         """One line of what was repaired and skipped, in the words of `summary()`.
 
-        >>> report.repair_line()  # the report of tests/data/data_needs_repair.json
+        >>> from qatune.data import read_dataset
+        >>> _, report = read_dataset("tests/data/data_needs_repair.json")
+        >>> report.repair_line()
         '3 answers repaired: 2 whitespace, 1 re-anchored (largest shift 9 characters); skipped: 0 questions, 0 answers'
         """
         repaired = sum(self.repaired.values())

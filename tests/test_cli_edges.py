@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -175,3 +176,41 @@ def test_details_name_the_question_its_context_and_place(tiny_bert, tmp_path):
     ]
     for entry in details.values():
         assert set(entry) == {"question", "context_index", "place", "answers", "null_prob"}
+
+
+# --- predict reads no gold answers -------------------------------------------------------
+
+
+def test_predict_answers_questions_without_gold_answers_or_with_broken_ones(tiny_bert, tmp_path):
+    records = [
+        {"id": "new", "question": "Who won?", "context": CUP_FINAL},  # unlabelled: no answers field
+        {"id": "broken", "question": "When?", "context": CUP_FINAL, "answers": {"text": ["2001"], "answer_start": [5]}},
+        {"id": "labelled", "question": "Where?", "context": CUP_FINAL,
+         "answers": {"text": ["Hampden Park"], "answer_start": [CUP_FINAL.index("Hampden")]}},
+    ]
+    data = tmp_path / "questions.jsonl"
+    data.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    for policy in ("strict", "skip"):
+        predictions = tmp_path / f"p-{policy}.json"
+        qatune("predict", tiny_bert, data, "-o", predictions, "--on-error", policy, "--no-bf16")
+        written = json.loads(predictions.read_text(encoding="utf-8"))
+        assert list(written) == ["new", "broken", "labelled"]  # none refused, none skipped
+        assert all(text in CUP_FINAL for text in written.values())
+
+
+def test_details_say_no_answer_as_predictions_and_ask_do(tiny_bert, tmp_path):
+    # a threshold of 0: every question whose no-answer probability is above 0 is answered "no answer"
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bert, model)
+    (model / "qatune.json").write_text(json.dumps({"settings": {"null_threshold": 0.0}}), encoding="utf-8")
+    data = tmp_path / "q.jsonl"
+    data.write_text(json.dumps({"id": "x", "question": "Who won?", "context": CUP_FINAL}) + "\n", encoding="utf-8")
+    qatune("predict", model, data, "-o", tmp_path / "p.json", "--details", tmp_path / "d.json", "--top-k", "2", "--no-bf16")
+    assert json.loads((tmp_path / "p.json").read_text()) == {"x": ""}
+    details = json.loads((tmp_path / "d.json").read_text())["x"]
+    assert details["answers"] == [] and details["null_prob"] > 0
+    asked = qatune("ask", model, "-q", "Who won?", "-c", CUP_FINAL, "--top-k", "2", "--no-bf16")
+    assert json.loads(asked.stdout) == []
+    # the same model answering: the top answers are listed
+    qatune("predict", tiny_bert, data, "-o", tmp_path / "p.json", "--details", tmp_path / "d.json", "--top-k", "2", "--no-bf16")
+    assert len(json.loads((tmp_path / "d.json").read_text())["x"]["answers"]) == 2

@@ -60,10 +60,34 @@ def test_evaluate_json_has_the_same_keys_as_score(trained, tmp_path):
 
 
 def test_evaluate_prints_text_by_default(trained):
-    output, _ = trained
+    output, summary = trained
     result = qatune("evaluate", output, TINY_QA, "--no-bf16")
     assert "12 questions, SQuAD v2.0 metrics" in result.stdout
-    assert "\nf1: " in result.stdout
+    printed = dict(line.split(": ", 1) for line in result.stdout.splitlines()[1:])
+    assert float(printed["f1"]) == pytest.approx(summary["dev"]["f1"], abs=5e-5)
+    # thresholds as they are: rounded, they would decide some questions otherwise
+    for key in ("best_exact_thresh", "best_f1_thresh"):
+        assert float(printed[key]) == summary["dev"][key]
+
+
+def test_evaluate_report_answers_each_question_once(trained, tmp_path, monkeypatch):
+    from qatune.cli import main
+    from qatune.inference import QAModel
+
+    output, _ = trained
+    calls = []
+    answer = QAModel.predict
+
+    def counted(self, examples, **options):
+        examples = list(examples)
+        calls.append((len(examples), options.get("batch_size")))
+        return answer(self, examples, **options)
+
+    monkeypatch.setattr(QAModel, "predict", counted)
+    report = tmp_path / "report.html"
+    assert main(["evaluate", str(output), str(TINY_QA), "--report", str(report), "--batch-size", "3", "--no-bf16"]) == 0
+    assert [call for call in calls if call[0] > 1] == [(12, 3)]  # besides the one-question warm-up at load
+    assert "tiny-00" in report.read_text(encoding="utf-8")
 
 
 def test_predict_writes_official_predictions(trained, tmp_path):

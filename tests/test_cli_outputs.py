@@ -41,6 +41,22 @@ BAD_OUTPUTS = [
      "-o/--output: cannot create {file}/onnx: {file} is a file, not a folder; choose another path", id="export -o, under a file"),
     pytest.param(["shrink", "{no_model}", "--layers", "1", "-o", "{file}/student"],
      "-o/--output: cannot create {file}/student: {file} is a file, not a folder; choose another path", id="shrink -o, under a file"),
+    # an output that would replace the data read, or another output of the same command
+    pytest.param(["predict", "{no_model}", "{file}", "-o", "{file}"],
+     "-o/--output: {file} is the data file itself, which this would replace; write to another file", id="predict -o DATA"),
+    pytest.param(["predict", "{no_model}", "{no_data}", "-o", "{tmp}/same.json", "--na-probs", "{tmp}/./same.json"],
+     "--na-probs: {tmp}/./same.json is also the -o/--output file; give each output a file of its own", id="predict -o X --na-probs X"),
+    pytest.param(["predict", "{no_model}", "{file}", "-o", "{tmp}/p.json", "--details", "{link}"],
+     "--details: {link} is the data file itself, which this would replace; write to another file", id="predict --details, a link to DATA"),
+    pytest.param(["evaluate", "{no_model}", "{file}", "--report", "{file}"],
+     "--report: {file} is the data file itself, which this would replace; write to another file", id="evaluate --report DATA"),
+    pytest.param(["evaluate", "{no_model}", "{tmp}/eval/predictions.json", "--output", "{tmp}/eval"],
+     "--output: {tmp}/eval/predictions.json is the data file itself, which this would replace; write to another file",
+     id="evaluate --output, the data inside"),
+    pytest.param(["evaluate", "{no_model}", "{no_data}", "--output", "{tmp}", "--report", "{tmp}/na_probs.json"],
+     "--report: {tmp}/na_probs.json is also the --output file; give each output a file of its own", id="evaluate --report in --output"),
+    pytest.param(["report", "{no_model}", "--data", "{file}", "-o", "{file}"],
+     "-o/--output: {file} is the --data file itself, which this would replace; write to another file", id="report -o DATA"),
     pytest.param(["validate", "{no_data}", "--write-fixed", "{missing}/fixed.json"],
      "--write-fixed: folder {missing} does not exist; create it or choose another path", id="validate --write-fixed"),
 ]
@@ -49,7 +65,8 @@ BAD_OUTPUTS = [
 @pytest.mark.parametrize(("arguments", "message"), BAD_OUTPUTS)
 def test_a_bad_output_path_is_refused_before_any_work(arguments, message, tmp_path):
     (tmp_path / "a-file").write_text("not a folder")
-    place = {"tmp": tmp_path, "missing": tmp_path / "missing", "file": tmp_path / "a-file",
+    (tmp_path / "a-link").symlink_to(tmp_path / "a-file")
+    place = {"tmp": tmp_path, "missing": tmp_path / "missing", "file": tmp_path / "a-file", "link": tmp_path / "a-link",
              "no_model": tmp_path / "no-model", "no_data": tmp_path / "no-data.json"}
     before = sorted(tmp_path.rglob("*"))
 
@@ -59,6 +76,7 @@ def test_a_bad_output_path_is_refused_before_any_work(arguments, message, tmp_pa
     assert result.stdout == ""
     assert result.stderr == f"error: {message.format(**place)}\n"  # names the option and the path; no traceback
     assert sorted(tmp_path.rglob("*")) == before  # nothing written, no folder made
+    assert (tmp_path / "a-file").read_text() == "not a folder"
 
 
 def test_a_folder_without_write_permission_is_refused(tmp_path, monkeypatch, capsys):

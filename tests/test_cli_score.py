@@ -113,6 +113,20 @@ def test_data_without_unanswerable_questions_gets_v1_metrics(tmp_path):
     assert metrics["exact_match"] == 50.0
 
 
+def test_na_probs_on_data_without_unanswerable_questions_keep_the_v1_metrics(tmp_path):
+    # evaluate writes na_probs.json for every data: scoring its two files gives evaluate's keys
+    answerable = {qid: q for qid, q in QUESTIONS.items() if q[2]}
+    data = write_squad(tmp_path / "dev.json", answerable)
+    predictions = {"q1": "Broncos", "q2": "in Santa Clara"}
+    result = qatune(
+        "score", data, write_json(tmp_path / "p.json", predictions),
+        "--na-probs", write_json(tmp_path / "na.json", {"q1": 0.9, "q2": 0.1}), "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == squad_v1({qid: GOLD[qid] for qid in answerable}, predictions)
+    assert result.stderr.startswith(f"warning: --na-probs: {data} has no unanswerable questions")
+
+
 def test_threshold_without_na_probs_warns(tmp_path, data):
     predictions = {qid: "" for qid in QUESTIONS}
     predictions_file = write_json(tmp_path / "p.json", predictions)

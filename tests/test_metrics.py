@@ -221,11 +221,13 @@ def test_score_uses_v1_when_every_question_has_an_answer():
     assert result.warnings() == []
 
 
-def test_score_uses_v2_for_unanswerable_questions_or_na_probs():
+def test_score_goes_by_the_data_for_its_version():
     answerable = [_example("q1", "Broncos")]
     assert score(answerable + [_example("q2")], {"q1": "x", "q2": ""}).version == "v2.0"
+    # no-answer probabilities alone do not change the metrics (evaluate always has them)
     result = score(answerable, {"q1": "Broncos"}, {"q1": 0.9}, na_prob_thresh=0.5)
-    assert result.version == "v2.0"
+    assert (result.version, result.metrics) == ("v1.1", {"exact_match": 100.0, "f1": 100.0})
+    result = score(answerable, {"q1": "Broncos"}, {"q1": 0.9}, na_prob_thresh=0.5, version="v2.0")
     assert result.metrics["exact"] == 0.0  # answered "no answer" to an answerable question
     with pytest.raises(SettingsError, match=r"^na_probs were given but version is 'v1.1'"):
         score(answerable, {"q1": "Broncos"}, {"q1": 0.9}, version="v1.1")

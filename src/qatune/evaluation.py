@@ -44,9 +44,8 @@ def official_predictions(
 def evaluate_decoded(examples: Sequence[Example], decoded: Sequence[Decoded], null_threshold: float = 1.0) -> Evaluation:
     """Score decoded answers. Data without unanswerable questions gets the SQuAD v1.1 metrics;
     data with them gets v2.0 (with the HasAns/NoAns breakdowns and best thresholds)."""
-    has_unanswerable = any(example.unanswerable for example in examples)
     predictions, na_probs = official_predictions(examples, decoded, null_threshold)
-    result = score(examples, predictions, na_probs if has_unanswerable else None)
+    result = score(examples, predictions, na_probs)
     return Evaluation(result.metrics, result.version, predictions, na_probs, null_threshold)
 
 

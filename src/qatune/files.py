@@ -60,6 +60,40 @@ def check_output_file(option: str, path: str | Path) -> Path:
     return path
 
 
+def check_distinct_paths(outputs, inputs=()) -> None:
+    """Refuse outputs that would replace an input file or each other: `outputs` and `inputs`
+    are (option, path) pairs, a path of None not given. Paths are compared as the files they
+    name (a symlink or another spelling of the same path is the same file)."""
+    inputs = [(option, _as_file(path)) for option, path in inputs if path is not None]
+    outputs_so_far: list[tuple[str, Path]] = []
+    for option, path in outputs:
+        if path is None:
+            continue
+        file = _as_file(path)
+        for other, taken in inputs:
+            if _same_file(file, taken):
+                raise SettingsError(
+                    f"{option}: {path} is the {other} file itself, which this would replace; write to another file"
+                )
+        for other, taken in outputs_so_far:
+            if _same_file(file, taken):
+                raise SettingsError(f"{option}: {path} is also the {other} file; give each output a file of its own")
+        outputs_so_far.append((option, file))
+
+
+def _as_file(path: str | Path) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    if one == other:
+        return True
+    try:  # hard links: two names, one file
+        return one.exists() and other.exists() and os.path.samefile(one, other)
+    except OSError:
+        return False
+
+
 def check_output_folder(option: str, path: str | Path) -> Path:
     """Refuse, with what to do, an output folder that cannot be made or written: a file in its
     place or in the place of a parent folder, or no permission where it goes."""

@@ -263,8 +263,9 @@ def score(
 ) -> ScoreResult:
     """Score predictions against examples with the official SQuAD metrics.
 
-    `version="auto"` uses v2.0 when a question is unanswerable or `na_probs` are given,
-    else v1.1.
+    `version="auto"` goes by the data: v2.0 when a question is unanswerable, else v1.1, which
+    has no no-answer threshold, so `na_probs` are then not used (`qatune evaluate`, which always
+    has them, and `qatune score` give the same metrics for the same files).
 
     >>> from qatune.data import Example, GoldAnswer
     >>> ex = Example("q1", "Who won?", "The Broncos won.", (GoldAnswer("Broncos", 4),))
@@ -274,8 +275,9 @@ def score(
     """
     gold = gold_texts(examples)
     if version == "auto":
-        unanswerable = any(not answers for answers in gold.values())
-        version = "v2.0" if unanswerable or na_probs is not None else "v1.1"
+        version = "v2.0" if any(not answers for answers in gold.values()) else "v1.1"
+        if version == "v1.1":
+            na_probs = None
     _check_version(version)
     if version == "v1.1":
         if na_probs is not None:

@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 
 from qatune.cli import options
-from qatune.files import check_output_file, check_output_folder
+from qatune.files import check_distinct_paths, check_output_file, check_output_folder
+
+OUTPUT_FILES = ("predictions.json", "na_probs.json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
         check_output_folder("--output", args.output)
     if args.report:
         check_output_file("--report", args.report)
+    written = [("--output", Path(args.output) / name if args.output else None) for name in OUTPUT_FILES]
+    check_distinct_paths([*written, ("--report", args.report)], [("data", args.data)])
     options.quiet_libraries(import_torch=False)
     options.limit_heap_fragmentation()
     from qatune.evaluation import evaluate_decoded
@@ -55,14 +59,16 @@ def run(args: argparse.Namespace) -> int:
         from qatune.report import write_report
 
         write_report(locate_model(args.model), args.report, examples=examples, validation=data_report, model=model,
-                     log=options.say_on_stderr)
+                     decoded=decoded, log=options.say_on_stderr)
     if args.json:
         print(json.dumps({**evaluation.metrics, "engine": model.engine.to_dict()}, indent=2))
         options.say_engine(model, args)
         return 0
     print(f"{args.data}: {len(examples)} questions, SQuAD {evaluation.version} metrics")
     for key, value in evaluation.metrics.items():
-        print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+        # thresholds as they are, as `score` prints them: rounded, they would decide otherwise
+        rounded = isinstance(value, float) and not key.endswith("thresh")
+        print(f"{key}: {value:.4f}" if rounded else f"{key}: {value}")
     if args.output:
         print(f"wrote predictions.json and na_probs.json to {args.output}", file=sys.stderr)
     options.say_engine(model, args)

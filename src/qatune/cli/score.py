@@ -71,6 +71,11 @@ def run(args: argparse.Namespace) -> int:
         _warn("--na-prob-thresh has no effect without --na-probs")
 
     result = score(examples, predictions, na_probs, na_prob_thresh=thresh)
+    if na_probs is not None and result.version == "v1.1":
+        _warn(
+            f"--na-probs: {args.data} has no unanswerable questions, so its metrics are SQuAD v1.1's, "
+            "which have no no-answer threshold: the no-answer probabilities are not used"
+        )
     for line in result.warnings():
         _warn(line)
     if args.json:

@@ -40,6 +40,7 @@ def write_report(
     examples: Sequence | None = None,
     validation=None,
     model=None,
+    decoded: Sequence | None = None,
     log: Callable[[str], None] | None = None,
     batch_size: int = 8,
 ) -> Path:
@@ -48,11 +49,15 @@ def write_report(
     `examples` (qatune.data.Example, with gold answers) are answered by `model` (a loaded
     `qatune.inference.QAModel`; loaded from `model_dir` with `engine="auto"` when None) and
     shown one by one; `validation` (the ValidationReport of reading them) adds what reading
-    repaired and skipped. Without examples the page shows what the folder holds.
+    repaired and skipped. Without examples the page shows what the folder holds. `decoded`:
+    the model's answers to the examples where the caller has them already (`qatune evaluate`),
+    so that they are not answered twice.
     """
     log = log or (lambda message: None)
     folder = check_model_folder(model_dir)
-    inputs = gather(folder, examples=examples, validation=validation, model=model, log=log, batch_size=batch_size)
+    inputs = gather(
+        folder, examples=examples, validation=validation, model=model, decoded=decoded, log=log, batch_size=batch_size
+    )
     from qatune.report.page import render
 
     page = render(inputs)
@@ -80,7 +85,7 @@ def check_model_folder(model_dir: str | os.PathLike) -> Path:
     return folder
 
 
-def gather(folder: Path, *, examples, validation, model, log, batch_size: int = 8):
+def gather(folder: Path, *, examples, validation, model, log, decoded=None, batch_size: int = 8):
     """Everything the page shows (a `qatune.report.page.ReportInputs`)."""
     from qatune.report.page import ReportInputs
     from qatune.settings import read_model_card
@@ -101,7 +106,8 @@ def gather(folder: Path, *, examples, validation, model, log, batch_size: int = 
         model = QAModel.from_pretrained(folder, engine="auto")
     inputs.engine = model.engine.describe()
     inputs.null_threshold = model.settings.null_threshold
-    decoded = model.predict(examples, batch_size=batch_size, top_k=1)
+    if decoded is None:
+        decoded = model.predict(examples, batch_size=batch_size, top_k=1)
     inputs.results = question_results(examples, decoded, model.settings.null_threshold)
     inputs.stats = calibration_stats(inputs.results, model.settings.null_threshold)
     inputs.coverage = data_coverage(examples, model.tokenizer, model.settings)

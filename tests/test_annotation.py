@@ -241,6 +241,64 @@ def test_edit_a_question(tmp_path):
     assert_valid(path)
 
 
+def test_a_question_edit_changes_only_what_it_asks_for(tmp_path):
+    """Answers kept stay as they were (one per annotator, with their fields), so do the id's type,
+    plausible answers, and the absence of "is_impossible" in a question that had none."""
+    path = squad_copy(tmp_path)
+    doc = saved(path)
+    sb2 = doc["data"][0]["paragraphs"][0]["qas"][1]
+    for answer, annotator in zip(sb2["answers"], ["a1", "a2", "a3"]):
+        answer["annotator"] = annotator  # two of them on one span: the duplicates of a SQuAD dev file
+    path.write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
+    api = client(path)
+    version = version_of(api)
+
+    def put(question_id, question, spans):
+        nonlocal version
+        body = {"question": question, "answers": [{"start": s, "end": e} for s, e in spans], "version": version}
+        response = api.put("/api/questions", params={"id": question_id}, json=body)
+        assert response.status_code == 200, response.text
+        version = response.json()["version"]
+        return questions_of(saved(path))[question_id]
+
+    answers = sb2["answers"]
+    spans = [(a["answer_start"], a["answer_start"] + len(a["text"])) for a in answers]
+    # the text alone, answers sent back as they were (what the page's Edit > Save does)
+    assert put("sb2", "Who played for the NFC?", spans) == sb2 | {"question": "Who played for the NFC?"}
+    # one answer removed (the page's x): only that entry goes
+    assert put("sb2", "Who played for the NFC?", spans[:2])["answers"] == answers[:2]
+    # one added: appended, the others as they were
+    assert put("sb2", "Who played for the NFC?", spans[:2] + [(249, 257)])["answers"] == answers[:2] + [
+        {"text": "Carolina", "answer_start": 249}]
+    # an unanswerable question keeps its plausible answers
+    sb3 = questions_of(doc)["sb3"]
+    assert put("sb3", "Which team won Super Bowl 52?", []) == sb3 | {"question": "Which team won Super Bowl 52?"}
+    # an integer id stays an integer, and a question without "is_impossible" is not given one
+    edited = put("7", "When was the algorithm published?", [(96, 100)])
+    assert edited == questions_of(doc)["7"] | {"question": "When was the algorithm published?"}
+    raw = saved(path)["data"][1]["paragraphs"][0]["qas"][0]
+    assert raw["id"] == 7 and "is_impossible" not in raw
+    assert_valid(path)
+
+
+def test_a_question_edit_in_a_squad_v1_file_adds_no_is_impossible(tmp_path):
+    path = squad_copy(tmp_path)
+    doc = saved(path)
+    v1 = {"version": "1.1", "data": [{"title": "T", "paragraphs": [
+        {"context": p["context"], "qas": [{k: v for k, v in qa.items() if k not in ("is_impossible", "plausible_answers")} for qa in p["qas"]]}
+        for article in doc["data"] for p in article["paragraphs"]]}]}
+    path.write_text(json.dumps(v1, ensure_ascii=False), encoding="utf-8")
+    api = client(path)
+    response = api.put("/api/questions", params={"id": "sb1"}, json={"question": "Who won?", "answers": [], "version": version_of(api)})
+    assert response.status_code == 200, response.text
+    assert questions_of(saved(path))["sb1"] == {"id": "sb1", "question": "Who won?", "answers": []}
+    response = api.put("/api/questions", params={"id": "sb1"}, json={
+        "question": "Who won?", "answers": [{"start": 177, "end": 191}], "version": response.json()["version"]})
+    assert response.status_code == 200, response.text
+    assert questions_of(saved(path))["sb1"] == {"id": "sb1", "question": "Who won?", "answers": [{"text": "Denver Broncos", "answer_start": 177}]}
+    assert_valid(path)
+
+
 @pytest.mark.parametrize("odd_id", ["doc1/q1", ".", "..", "50%", "a?b&c=d", "#1"])
 def test_any_id_the_file_can_hold_can_be_edited_and_deleted(tmp_path, odd_id):
     path = squad_copy(tmp_path)

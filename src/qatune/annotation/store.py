@@ -298,17 +298,22 @@ class AnnotationStore:
         return self.change(version, edit, f"add the question {question!r}")
 
     def update_question(self, version: int, question_id: str, question: str, spans: Sequence[Span]) -> tuple[str, int]:
+        """Only what the edit asks for changes: the question's text, answers removed or added.
+        The answers kept stay exactly as they were (duplicates, extra fields), and so do the id,
+        `plausible_answers` and every other field."""
         _check_text("question", question)
 
         def edit(doc: dict) -> str:
             paragraph, qa = _question(doc, question_id)
-            replacement = _qa(question_id, question, paragraph["context"], spans)  # checked before anything changes
-            replaced = ("question", "answers", "is_impossible")
-            if replacement["answers"] != qa.get("answers"):  # plausible answers belong to the old answers
-                replaced += ("plausible_answers",)
-            kept = {k: v for k, v in qa.items() if k not in replaced}
-            qa.clear()
-            qa.update(kept | replacement)
+            old = qa.get("answers", [])
+            answers = _edited_answers(old, paragraph["context"], spans)  # checked before anything changes
+            qa["question"] = question
+            if answers or "answers" in qa:
+                qa["answers"] = answers
+            # a file that does without "is_impossible" (SQuAD v1.1) is not given it: no answers says it
+            flips = (not answers) != (not old or qa.get("is_impossible") is True)
+            if "is_impossible" in qa or flips and any("is_impossible" in q for q in _questions(doc)):
+                qa["is_impossible"] = not answers
             return question_id
 
         return self.change(version, edit, f"edit the question {question_id!r}")
@@ -414,20 +419,42 @@ def _question(doc: dict, question_id: str) -> tuple[dict, dict]:
 
 
 def _qa(question_id: str, question: str, context: str, spans: Sequence[Span]) -> dict:
-    answers, seen = [], set()
-    for index, span in enumerate(spans):
-        if not 0 <= span.start < span.end <= len(context):
-            raise Invalid(
-                f"answers[{index}]: [{span.start}, {span.end}) is not a non-empty span of the context "
-                f"(0 to {len(context)} characters, counted in code points)"
-            )
-        text = context[span.start : span.end]
-        if not text.strip():
-            raise Invalid(f"answers[{index}]: the span [{span.start}, {span.end}) holds only whitespace")
-        if (span.start, span.end) not in seen:
-            seen.add((span.start, span.end))
-            answers.append({"text": text, "answer_start": span.start})
+    answers = _edited_answers([], context, spans)
     return {"id": question_id, "question": question, "answers": answers, "is_impossible": not answers}
+
+
+def _edited_answers(old: list[dict], context: str, spans: Sequence[Span]) -> list[dict]:
+    """The answers after an edit that asks for `spans`: an old answer whose span is asked for is
+    kept as it is (of old answers with one span, as many as are asked for, the first ones), a span
+    no old answer has is added once, the other old answers are removed."""
+    unused = list(old)
+    answers: list[dict] = []
+    for index, span in enumerate(spans):
+        wanted = (span.start, span.end)
+        match = next((i for i, answer in enumerate(unused) if _span_of(answer) == wanted), None)
+        if match is not None:
+            answers.append(unused.pop(match))
+        else:
+            new = _new_answer(index, span, context)
+            if wanted not in {_span_of(answer) for answer in answers}:
+                answers.append(new)
+    return answers
+
+
+def _span_of(answer: dict) -> tuple[int, int]:
+    return answer["answer_start"], answer["answer_start"] + len(answer["text"])
+
+
+def _new_answer(index: int, span: Span, context: str) -> dict:
+    if not 0 <= span.start < span.end <= len(context):
+        raise Invalid(
+            f"answers[{index}]: [{span.start}, {span.end}) is not a non-empty span of the context "
+            f"(0 to {len(context)} characters, counted in code points)"
+        )
+    text = context[span.start : span.end]
+    if not text.strip():
+        raise Invalid(f"answers[{index}]: the span [{span.start}, {span.end}) holds only whitespace")
+    return {"text": text, "answer_start": span.start}
 
 
 def _check_text(name: str, value: str) -> None:

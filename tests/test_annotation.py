@@ -771,6 +771,27 @@ def test_a_change_by_another_program_is_taken_in(tmp_path):
     assert questions_of(saved(path))["al2"]["question"] == "Who designed the engine?"
 
 
+def test_questions_without_ids_written_by_another_program_get_the_ids_reading_gives_them(tmp_path):
+    path = squad_copy(tmp_path)
+    api = client(path)
+    context = "Apollo 11 landed on the Moon on 20 July 1969. Neil Armstrong was first to walk there."
+    doc = {"version": "v2.0", "data": [{"title": "Moon", "paragraphs": [{"context": context, "qas": [
+        {"question": "When did Apollo 11 land?", "answers": [{"text": "20 July 1969", "answer_start": 32}]},
+        {"question": "Who walked first?", "answers": [{"text": "Neil Armstrong", "answer_start": 46}]},
+    ]}]}]}
+    path.write_text(json.dumps(doc), encoding="utf-8")  # another program, ids left to be generated
+    view = api.get("/api/data").json()
+    ids = [qa["id"] for qa in view["data"][0]["paragraphs"][0]["qas"]]
+    assert ids == [e.id for e in load_examples(path)] and len(set(ids)) == 2 and "None" not in ids
+    response = api.put("/api/questions", params={"id": ids[1]}, json={
+        "question": "Who walked on the Moon first?", "answers": [{"start": 46, "end": 60}], "version": view["version"]})
+    assert response.status_code == 200, response.text
+    qas = saved(path)["data"][0]["paragraphs"][0]["qas"]
+    assert qas == [doc["data"][0]["paragraphs"][0]["qas"][0] | {"id": ids[0]},
+                   doc["data"][0]["paragraphs"][0]["qas"][1] | {"id": ids[1], "question": "Who walked on the Moon first?"}]
+    assert_valid(path)
+
+
 # --- 5. nothing lost ----------------------------------------------------------------------------
 
 

@@ -181,8 +181,7 @@ class AnnotationStore:
         if version == self.version:
             return
         try:
-            doc = json.loads(data.decode("utf-8"))
-            self._check(doc)
+            doc = self._with_ids(data)
         except (ValueError, Invalid, DataError) as error:
             raise Conflict(
                 f"{self.target} was changed by another program and is not valid SQuAD v2.0 now ({error}); "
@@ -191,6 +190,17 @@ class AnnotationStore:
         self.doc, self.version, self._undo = doc, version, []
         self.report = None  # the file read at start is not the one now: its report no longer applies
         self.reloaded = True
+
+    def _with_ids(self, data: bytes) -> dict:
+        """The document another program wrote, checked, with the ids that reading it generates
+        for questions without one (as opening does): each question is named, and by its own id."""
+        with tempfile.TemporaryDirectory() as folder:
+            written, fixed = Path(folder) / "written.json", Path(folder) / "fixed.json"
+            written.write_bytes(data)
+            *_, with_ids = write_fixed(written, fixed, format="squad", on_error="strict")
+            doc = json.loads((fixed if with_ids else written).read_bytes().decode("utf-8"))
+        self._check(doc)  # says what is wrong when write_fixed refused it
+        return doc
 
     # --- reading ------------------------------------------------------------------------------------
 

@@ -1272,6 +1272,26 @@ def test_a_squad_file_that_needed_repairs_is_saved_repaired_at_once_and_its_orig
     assert_valid(path)
 
 
+def test_a_squad_file_that_needs_nothing_is_left_as_it_is_written_when_opened(tmp_path):
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(saved(SQUAD), separators=(",", ":")), encoding="utf-8")  # as the official files are
+    original = path.read_bytes()
+    app = create_app(path)
+    assert TestClient(app).get("/api/data").json()["report"]["line"] == "valid as read: nothing repaired or skipped"
+    assert path.read_bytes() == original and leftovers(tmp_path, "data.json") == [] and not (tmp_path / "data.orig.json").exists()
+
+
+def test_a_squad_file_with_questions_without_ids_is_saved_with_them_when_opened(tmp_path):
+    path = tmp_path / "data.json"
+    doc = saved(SQUAD)
+    del doc["data"][0]["paragraphs"][0]["qas"][0]["id"]
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    original = path.read_bytes()
+    client(path).get("/api/data")
+    assert (tmp_path / "data.orig.json").read_bytes() == original
+    assert saved(path)["data"][0]["paragraphs"][0]["qas"][0]["id"] == load_examples(tmp_path / "data.orig.json")[0].id
+
+
 def test_export_of_a_file_with_a_name_outside_ascii(tmp_path):
     path = squad_copy(tmp_path, name="données 数据.json")
     response = client(path).get("/api/export.jsonl")

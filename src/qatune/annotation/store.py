@@ -107,7 +107,7 @@ class AnnotationStore:
             if report.layout == "squad":
                 doc = json.loads(fixed.read_text(encoding="utf-8"))
                 self._check(doc)  # what is saved later must read back
-                if fixed.read_bytes() == original:
+                if not _changed_on_reading(report):  # kept as it is written, however that is
                     return report, report.layout, doc, self.source, _version_of(original)
                 # Repaired (or ids added): saved at once, so that the file validates strictly even
                 # if no change follows; the original is kept beside it.
@@ -348,6 +348,11 @@ def _with_string_ids(data: list) -> list:
 
 def _only_no_questions(report: ValidationReport) -> bool:
     return report.layout == "squad" and bool(report.errors) and all(p.message.startswith(NO_QUESTIONS) for p in report.errors)
+
+
+def _changed_on_reading(report: ValidationReport) -> bool:
+    """Whether reading the file repaired or dropped something or generated an id."""
+    return bool(sum(report.repaired.values()) or report.skipped_questions or report.skipped_answers or report.generated_ids)
 
 
 def squad_document(examples) -> dict:

@@ -444,6 +444,23 @@ def test_a_paragraph_edit_that_loses_answers_of_two_questions_names_both(tmp_pat
     assert "sb2" in detail, detail
 
 
+def test_a_paragraph_edit_moves_plausible_answers_too_and_is_refused_when_one_is_gone(tmp_path):
+    path = squad_copy(tmp_path)
+    api = client(path)
+    view = api.get("/api/data").json()
+    old = contexts_of(view["data"])["0/0"]
+    before = path.read_bytes()
+    # sb3 is unanswerable; its plausible answer is "Denver Broncos", as is sb1's answer
+    detail = assert_error(api.put("/api/paragraphs/0/0", json={
+        "context": old.replace("Denver Broncos", "Broncos"), "version": view["version"]}), 422, "sb1", "sb3", "plausible")
+    assert path.read_bytes() == before
+    new = "Played in 2016. " + old
+    response = api.put("/api/paragraphs/0/0", json={"context": new, "version": view["version"]})
+    assert response.status_code == 200, response.text
+    assert questions_of(saved(path))["sb3"]["plausible_answers"] == [{"text": "Denver Broncos", "answer_start": new.index("Denver Broncos")}]
+    assert_valid(path)
+
+
 def test_export_jsonl_in_the_hugging_face_layout(tmp_path):
     path = squad_copy(tmp_path)
     api = client(path)

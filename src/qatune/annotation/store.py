@@ -275,20 +275,21 @@ class AnnotationStore:
         def edit(doc: dict) -> list[dict]:
             paragraph = _paragraph(doc, paragraph_id)
             old = paragraph["context"]
-            answers = [(qa, answer) for qa in paragraph.get("qas", []) for answer in qa.get("answers", [])]
-            spans = [(a["answer_start"], a["answer_start"] + len(a["text"])) for _, a in answers]
+            answers = [(qa, key, answer) for qa in paragraph.get("qas", []) for key, answer in _anchored(qa, old)]
+            spans = [_span_of(answer) for _, _, answer in answers]
             try:
                 new_spans = reanchor(old, context, spans)
             except LostAnswer as error:
-                named = "; ".join(f"{text!r} of question {answers[i][0].get('id')!r}" for i, text in error.lost)
+                kinds = {"answers": "", "plausible_answers": " (a plausible answer)"}
+                named = "; ".join(f"{text!r} of question {answers[i][0].get('id')!r}{kinds[answers[i][1]]}" for i, text in error.lost)
                 raise Invalid(
                     f"these answers are not in the new text: {named}; edit or delete those questions first, "
                     f"or keep their answers in the text"
                 ) from None
             moved = []
-            for (qa, answer), (start, end), (old_start, old_end) in zip(answers, new_spans, spans):
+            for (qa, key, answer), (start, end), (old_start, old_end) in zip(answers, new_spans, spans):
                 answer["answer_start"] = start
-                if (start, end) != (old_start, old_end):
+                if key == "answers" and (start, end) != (old_start, old_end):  # what the page lists
                     moved.append({"id": qa.get("id"), "from": [old_start, old_end], "to": [start, end], "text": answer["text"]})
             paragraph["context"] = context
             return moved
@@ -454,6 +455,19 @@ def _edited_answers(old: list[dict], context: str, spans: Sequence[Span]) -> lis
             if wanted not in {_span_of(answer) for answer in answers}:
                 answers.append(new)
     return answers
+
+
+def _anchored(qa: dict, context: str) -> Iterator[tuple[str, dict]]:
+    """(field, answer) of the question's answers and plausible answers. Plausible answers are not
+    checked on reading: only those that hold their text in `context` are moved with it."""
+    yield from (("answers", answer) for answer in qa.get("answers", []))
+    plausible = qa.get("plausible_answers")
+    for answer in plausible if isinstance(plausible, list) else []:
+        if not isinstance(answer, dict):
+            continue
+        start, text = answer.get("answer_start"), answer.get("text")
+        if type(start) is int and start >= 0 and isinstance(text, str) and text and context[start : start + len(text)] == text:
+            yield "plausible_answers", answer
 
 
 def _span_of(answer: dict) -> tuple[int, int]:

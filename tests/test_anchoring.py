@@ -46,3 +46,25 @@ def test_a_typo_in_the_answer_loses_it_rather_than_moving_it_to_another_occurren
     old = "Paris and Paris."
     with pytest.raises(LostAnswer):
         reanchor(old, "Paris and Parris.", [(10, 15)])
+
+
+def test_a_long_paragraph_with_one_word_inserted_diffs_only_around_the_edit(monkeypatch):
+    import difflib
+
+    from qatune.annotation import anchoring
+
+    class Small(difflib.SequenceMatcher):  # what is diffed is the changed middle, not the whole text
+        def __init__(self, junk, a, b, **options):
+            assert len(a) + len(b) < 1000, (len(a), len(b))
+            super().__init__(junk, a, b, **options)
+
+    monkeypatch.setattr(anchoring.difflib, "SequenceMatcher", Small)
+    words = [f"w{i}" for i in range(40_000)]
+    old = " ".join(words)[:200_000]
+    middle = old.index(" ", 100_000)
+    new = old[:middle] + " inserted" + old[middle:]
+    assert len(old) == 200_000
+    spans = spans_of(old, "w3 ", "w19000 ", "w30000 ") + [(middle - 5, middle + 1)]  # the last one around the edit
+    moved = reanchor(old, new, spans)
+    assert moved[:3] == spans_of(new, "w3 ", "w19000 ", "w30000 ")
+    assert moved[3] == (middle - 5, middle + 1)  # its text, and what is before it, unchanged

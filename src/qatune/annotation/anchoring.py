@@ -22,7 +22,7 @@ def reanchor(old: str, new: str, spans: Sequence[tuple[int, int]]) -> list[tuple
     """Each [start, end) span of `old` as a span of `new` holding the same text: shifted when the
     edit left it untouched, otherwise the occurrence of its text nearest to where it was.
     Raises LostAnswer naming every span whose text `new` no longer holds."""
-    blocks = difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes()
+    blocks = _opcodes(old, new)
     moved, lost = [], []
     for index, (start, end) in enumerate(spans):
         text = old[start:end]
@@ -42,6 +42,21 @@ def reanchor(old: str, new: str, spans: Sequence[tuple[int, int]]) -> list[tuple
     if lost:
         raise LostAnswer(lost)
     return moved
+
+
+def _opcodes(old: str, new: str) -> list[tuple[str, int, int, int, int]]:
+    """difflib's opcodes from `old` to `new`. Most edits are local: the common start and end are
+    one unchanged block each, and only the middle is diffed (difflib is quadratic in its length)."""
+    shortest = min(len(old), len(new))
+    prefix = next((i for i in range(shortest) if old[i] != new[i]), shortest)
+    suffix = next((i for i in range(shortest - prefix) if old[-1 - i] != new[-1 - i]), shortest - prefix)
+    old_end, new_end = len(old) - suffix, len(new) - suffix
+    middle = difflib.SequenceMatcher(None, old[prefix:old_end], new[prefix:new_end], autojunk=False).get_opcodes()
+    blocks = [("equal", 0, prefix, 0, prefix)] if prefix else []
+    blocks += [(tag, i1 + prefix, i2 + prefix, j1 + prefix, j2 + prefix) for tag, i1, i2, j1, j2 in middle]
+    if suffix:
+        blocks.append(("equal", old_end, len(old), new_end, len(new)))
+    return blocks
 
 
 def _shift_if_untouched(blocks, start: int, end: int) -> tuple[int, int] | None:

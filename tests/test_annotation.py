@@ -365,6 +365,35 @@ def test_undo_reverts_delete_edit_add_in_order(tmp_path):
     assert path.read_bytes() == before
 
 
+def test_undo_keeps_what_each_change_touched_not_the_whole_file(tmp_path):
+    import gc
+    import tracemalloc
+
+    path = tmp_path / "data.json"
+    paragraphs = [{"context": f"Paragraph {p} was written in {1900 + p % 100}.", "qas": [
+        {"id": f"q{p}-{q}", "question": f"When was paragraph {p} written ({q})?", "is_impossible": False,
+         "answers": [{"text": str(1900 + p % 100), "answer_start": len(f"Paragraph {p} was written in "), "annotator": a}
+                     for a in ("a1", "a2")]} for q in range(4)]} for p in range(500)]
+    path.write_text(json.dumps({"version": "v2.0", "data": [{"title": "T", "paragraphs": paragraphs}]}), encoding="utf-8")
+    store = store_module.AnnotationStore(path)
+    original = saved(path)
+    _, version = store.update_question(store.version, "q9-0", "Which year?", [])  # what a first change imports
+    tracemalloc.start()
+    try:
+        gc.collect()
+        start = tracemalloc.get_traced_memory()[0]
+        for p in range(5):
+            _, version = store.update_question(version, f"q{p}-0", f"Which year ({p})?", [])
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    assert grown < 200_000, grown  # a copy of the whole data is several MB
+    for _ in range(6):
+        _, version = store.undo(version)
+    assert saved(path) == original and store.doc == original
+
+
 def test_undo_with_a_stale_version_is_a_conflict(tmp_path):
     path = squad_copy(tmp_path)
     api = client(path)

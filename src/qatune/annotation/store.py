@@ -61,7 +61,7 @@ class AnnotationStore:
         self.kept_original: Path | None = None  # where a repaired SQuAD file's original was kept
         self.reloaded = False  # whether another program's change to the file was taken in since
         self._lock = threading.Lock()
-        self._undo: list[tuple[dict, str]] = []
+        self._undo: list[tuple[list[_Copy], str]] = []  # what each change touched, as it was before it
         self.report, self.layout, self.doc, self.target, self.version = self._open(format)
 
     # --- opening and saving -----------------------------------------------------------------------
@@ -225,20 +225,23 @@ class AnnotationStore:
 
     # --- changes ------------------------------------------------------------------------------------
 
-    def change(self, version: int, edit: Callable[[dict], Any], description: str) -> tuple[Any, int]:
-        """Apply `edit` to the data if `version` is the file's, save, and return (its result, the new version)."""
+    def change(
+        self, version: int, edit: Callable[[dict], Any], description: str, touches: Callable[[dict], list[_Part]]
+    ) -> tuple[Any, int]:
+        """Apply `edit` to the data if `version` is the file's, save, and return (its result, the new version).
+        `touches` names the parts of the data that `edit` changes in place: only those are kept for undo."""
         with self._lock, self._file_lock():
             self._sync()
             if version != self.version:
                 raise Conflict(
                     f"the data changed since you read it (version {version}, now {self.version}): reload, then try again"
                 )
-            before = copy.deepcopy(self.doc)
+            before = _copies(touches(self.doc))
             try:
                 result = edit(self.doc)
                 self.version = self._save(self.doc)
             except BaseException:  # a refused edit or a failed save: the data stays as it was
-                self.doc = before
+                _restore(before)
                 raise
             self._undo = (self._undo + [(before, description)])[-UNDO_DEPTH:]
             return result, self.version
@@ -251,8 +254,13 @@ class AnnotationStore:
             if not self._undo:
                 raise Invalid("nothing to undo (changes made before the last reload or by another process cannot be undone here)")
             before, description = self._undo[-1]
-            self.version = self._save(before)
-            self.doc = before
+            now = _copies([(part, deep) for part, _, deep in before])
+            _restore(before)
+            try:
+                self.version = self._save(self.doc)
+            except BaseException:  # a failed save: the data stays as it is, the change can still be undone
+                _restore(now)
+                raise
             self._undo.pop()
             return description, self.version
 
@@ -267,7 +275,11 @@ class AnnotationStore:
             doc["data"].append({"title": title, "paragraphs": [{"context": context, "qas": []}]})
             return f"{len(doc['data']) - 1}/0"
 
-        return self.change(version, edit, f"add a paragraph to {title!r}")
+        def touches(doc: dict) -> list[_Part]:  # only added to
+            article = next((a for a in doc["data"] if a.get("title", "") == title), None)
+            return [(doc["data"], False)] + ([] if article is None else [(article, False), (article.get("paragraphs", []), False)])
+
+        return self.change(version, edit, f"add a paragraph to {title!r}", touches)
 
     def edit_paragraph(self, version: int, paragraph_id: str, context: str) -> tuple[list[dict], int]:
         _check_text("context", context)
@@ -294,7 +306,7 @@ class AnnotationStore:
             paragraph["context"] = context
             return moved
 
-        return self.change(version, edit, f"edit the text of paragraph {paragraph_id}")
+        return self.change(version, edit, f"edit the text of paragraph {paragraph_id}", _the_paragraph(paragraph_id))
 
     def add_question(self, version: int, paragraph_id: str, question: str, spans: Sequence[Span]) -> tuple[str, int]:
         _check_text("question", question)
@@ -306,7 +318,7 @@ class AnnotationStore:
             paragraph.setdefault("qas", []).append(_qa(new_id, question, paragraph["context"], spans))
             return new_id
 
-        return self.change(version, edit, f"add the question {question!r}")
+        return self.change(version, edit, f"add the question {question!r}", _the_paragraph(paragraph_id))
 
     def update_question(self, version: int, question_id: str, question: str, spans: Sequence[Span]) -> tuple[str, int]:
         """Only what the edit asks for changes: the question's text, answers removed or added.
@@ -327,14 +339,42 @@ class AnnotationStore:
                 qa["is_impossible"] = not answers
             return question_id
 
-        return self.change(version, edit, f"edit the question {question_id!r}")
+        return self.change(version, edit, f"edit the question {question_id!r}", _the_paragraph_of(question_id))
 
     def delete_question(self, version: int, question_id: str) -> tuple[None, int]:
         def edit(doc: dict) -> None:
             paragraph, qa = _question(doc, question_id)
             paragraph["qas"].remove(qa)
 
-        return self.change(version, edit, f"delete the question {question_id!r}")
+        return self.change(version, edit, f"delete the question {question_id!r}", _the_paragraph_of(question_id))
+
+
+# --- undo: copies of what a change touched ----------------------------------------------------------
+
+_Part = tuple[Any, bool]  # a dict or list of the data, and whether a change edits inside it (else only adds to it)
+_Copy = tuple[Any, Any, bool]  # a part, its copy (deep, or of its top level alone), whether deep
+
+
+def _copies(parts: list[_Part]) -> list[_Copy]:
+    return [(part, copy.deepcopy(part) if deep else copy.copy(part), deep) for part, deep in parts]
+
+
+def _restore(copies: list[_Copy]) -> None:
+    """Each part as its copy, in place: the parts stay where the data and older copies hold them."""
+    for part, saved, _ in copies:
+        if isinstance(part, list):
+            part[:] = saved
+        else:
+            part.clear()
+            part.update(saved)
+
+
+def _the_paragraph(paragraph_id: str) -> Callable[[dict], list[_Part]]:
+    return lambda doc: [(_paragraph(doc, paragraph_id), True)]
+
+
+def _the_paragraph_of(question_id: str) -> Callable[[dict], list[_Part]]:
+    return lambda doc: [(_question(doc, question_id)[0], True)]
 
 
 # --- the document -------------------------------------------------------------------------------------

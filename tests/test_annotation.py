@@ -34,6 +34,7 @@ from fastapi.testclient import TestClient
 
 from qatune.annotation import create_app
 from qatune.annotation import store as store_module
+from qatune.annotation.store import changes_on_reading
 from qatune.data import load_examples, read_dataset
 from qatune.errors import DataError, QATuneError
 
@@ -296,6 +297,11 @@ def test_a_question_edit_in_a_squad_v1_file_adds_no_is_impossible(tmp_path):
         "question": "Who won?", "answers": [{"start": 177, "end": 191}], "version": response.json()["version"]})
     assert response.status_code == 200, response.text
     assert questions_of(saved(path))["sb1"] == {"id": "sb1", "question": "Who won?", "answers": [{"text": "Denver Broncos", "answer_start": 177}]}
+    # nor is a question added to it
+    response = api.post("/api/questions", json={
+        "paragraph": "0/0", "question": "Who lost?", "answers": [], "version": response.json()["version"]})
+    assert response.status_code == 200, response.text
+    assert questions_of(saved(path))[response.json()["id"]] == {"id": response.json()["id"], "question": "Who lost?", "answers": []}
     assert_valid(path)
 
 
@@ -1336,6 +1342,11 @@ def test_a_squad_file_with_questions_without_ids_is_saved_with_them_when_opened(
     client(path).get("/api/data")
     assert (tmp_path / "data.orig.json").read_bytes() == original
     assert saved(path)["data"][0]["paragraphs"][0]["qas"][0]["id"] == load_examples(tmp_path / "data.orig.json")[0].id
+    # what `qatune annotate` says it was saved with: the ids, not repairs it did not make
+    assert changes_on_reading(read_dataset(tmp_path / "data.orig.json")[1]) == ["ids for its 1 questions that had none"]
+    needs_repair = read_dataset(DATA / "data_needs_repair.json")[1]
+    assert changes_on_reading(needs_repair)[0] == "its repairs"
+    assert changes_on_reading(read_dataset(path)[1]) == []
 
 
 def test_export_of_a_file_with_a_name_outside_ascii(tmp_path):

@@ -107,7 +107,7 @@ class AnnotationStore:
             if report.layout == "squad":
                 doc = json.loads(fixed.read_text(encoding="utf-8"))
                 self._check(doc)  # what is saved later must read back
-                if not _changed_on_reading(report):  # kept as it is written, however that is
+                if not changes_on_reading(report):  # kept as it is written, however that is
                     return report, report.layout, doc, self.source, _version_of(original)
                 # Repaired (or ids added): saved at once, so that the file validates strictly even
                 # if no change follows; the original is kept beside it.
@@ -315,7 +315,11 @@ class AnnotationStore:
             paragraph = _paragraph(doc, paragraph_id)
             taken = {qa.get("id") for qa in _questions(doc)}
             new_id = next(i for i in (uuid.uuid4().hex[:12] for _ in iter(int, 1)) if i not in taken)
-            paragraph.setdefault("qas", []).append(_qa(new_id, question, paragraph["context"], spans))
+            qa = _qa(new_id, question, paragraph["context"], spans)
+            # a file whose questions do without "is_impossible" (SQuAD v1.1) is not given it
+            if taken and not any("is_impossible" in other for other in _questions(doc)):
+                del qa["is_impossible"]
+            paragraph.setdefault("qas", []).append(qa)
             return new_id
 
         return self.change(version, edit, f"add the question {question!r}", _the_paragraph(paragraph_id))
@@ -391,9 +395,15 @@ def _only_no_questions(report: ValidationReport) -> bool:
     return report.layout == "squad" and bool(report.errors) and all(p.message.startswith(NO_QUESTIONS) for p in report.errors)
 
 
-def _changed_on_reading(report: ValidationReport) -> bool:
-    """Whether reading the file repaired or dropped something or generated an id."""
-    return bool(sum(report.repaired.values()) or report.skipped_questions or report.skipped_answers or report.generated_ids)
+def changes_on_reading(report: ValidationReport) -> list[str]:
+    """What reading the file changed in it, in words: repairs (what was repaired or dropped) and
+    generated ids; [] for a file read as it is written."""
+    changes = []
+    if sum(report.repaired.values()) or report.skipped_questions or report.skipped_answers:
+        changes.append("its repairs")
+    if report.generated_ids:
+        changes.append(f"ids for its {report.generated_ids} questions that had none")
+    return changes
 
 
 def squad_document(examples) -> dict:

@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from qatune.annotation import AnnotationStore, create_app
+    from qatune.annotation.store import changes_on_reading
 
     options.quiet_libraries(import_torch=False)
     sock = options.listening_socket(args.host, args.port)  # a port in use fails before anything loads
@@ -43,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     if store.report is not None:
         options.say_on_stderr(f"{args.data}: {store.report.repair_line()}")
     if store.kept_original is not None:
-        options.say_on_stderr(f"{args.data}: saved with its repairs; the original is kept as {store.kept_original}")
+        changes = " and ".join(changes_on_reading(store.report))
+        options.say_on_stderr(f"{args.data}: saved with {changes}; the original is kept as {store.kept_original}")
     if store.target != store.source:
         options.say_on_stderr(f"{args.data} is kept as it is; the data is written to {store.target} (SQuAD v2.0)")
     app = create_app(args.data, model=model, model_name=args.model, store=store)
@@ -52,3 +54,4 @@ def run(args: argparse.Namespace) -> int:
     # uvicorn re-raises SIGTERM after its graceful stop: a no-op handler makes that an exit 0
     signal.signal(signal.SIGTERM, lambda number, frame: None)
     return options.run_server(app, sock, args.host, args.log_level)
+

@@ -1023,6 +1023,7 @@ def test_suggestions_are_what_the_model_answers(tmp_path, model):
     assert default["answers"] == [asdict(a) for a in model.ask(asked[0][1], contexts["0/0"], top_k=3)]
     assert_error(api.post("/api/suggest", json={"paragraph": "7/7", "question": "Who?"}), 404, "7/7")
     assert_error(api.post("/api/suggest", json={"paragraph": "0/0", "question": ""}), 422, "question")
+    assert_error(api.post("/api/suggest", json={"paragraph": "0/0", "question": " \n\t"}), 422, "question")
     assert_error(api.post("/api/suggest", json={"paragraph": "0/0", "question": "Who?", "top_k": 0}), 422, "top_k")
 
 

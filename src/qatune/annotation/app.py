@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.exceptions import HTTPException
 
-from qatune.annotation.store import AnnotationStore, Conflict, Invalid, NotFound, Span, paragraphs_of
+from qatune.annotation.store import AnnotationStore, Conflict, Invalid, NotFound, Span, check_field_text, paragraphs_of
 from qatune.web import BodyLimit, PageHeaders, add_error_handlers
 
 STATIC = Path(str(resources.files("qatune.annotation") / "static"))  # installed as plain files (package data)
@@ -151,6 +151,7 @@ def create_app(
     @app.post("/api/suggest", summary="The model's top answers to a question about a paragraph")
     def suggest(body: SuggestRequest) -> dict:
         answering = _need_model(model)
+        run(check_field_text, "question", body.question)  # a blank one, as `ask` and `serve` refuse it
         _, doc = run(store.current)
         context = run(_context_of, doc, body.paragraph)
         with model_lock:

@@ -265,7 +265,7 @@ class AnnotationStore:
             return description, self.version
 
     def add_paragraph(self, version: int, title: str, context: str) -> tuple[str, int]:
-        _check_text("context", context)
+        check_field_text("context", context)
 
         def edit(doc: dict) -> str:
             for a, article in enumerate(doc["data"]):
@@ -282,7 +282,7 @@ class AnnotationStore:
         return self.change(version, edit, f"add a paragraph to {title!r}", touches)
 
     def edit_paragraph(self, version: int, paragraph_id: str, context: str) -> tuple[list[dict], int]:
-        _check_text("context", context)
+        check_field_text("context", context)
 
         def edit(doc: dict) -> list[dict]:
             paragraph = _paragraph(doc, paragraph_id)
@@ -309,7 +309,7 @@ class AnnotationStore:
         return self.change(version, edit, f"edit the text of paragraph {paragraph_id}", _the_paragraph(paragraph_id))
 
     def add_question(self, version: int, paragraph_id: str, question: str, spans: Sequence[Span]) -> tuple[str, int]:
-        _check_text("question", question)
+        check_field_text("question", question)
 
         def edit(doc: dict) -> str:
             paragraph = _paragraph(doc, paragraph_id)
@@ -328,7 +328,7 @@ class AnnotationStore:
         """Only what the edit asks for changes: the question's text, answers removed or added.
         The answers kept stay exactly as they were (duplicates, extra fields), and so do the id,
         `plausible_answers` and every other field."""
-        _check_text("question", question)
+        check_field_text("question", question)
 
         def edit(doc: dict) -> str:
             paragraph, qa = _question(doc, question_id)
@@ -536,7 +536,8 @@ def _new_answer(index: int, span: Span, context: str) -> dict:
     return {"text": text, "answer_start": span.start}
 
 
-def _check_text(name: str, value: str) -> None:
+def check_field_text(name: str, value: str) -> None:
+    """An Invalid (422) unless `value` is text a question or context can be: not blank, UTF-8."""
     from qatune.errors import SettingsError
     from qatune.inference import check_text
 

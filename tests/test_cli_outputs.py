@@ -57,6 +57,17 @@ BAD_OUTPUTS = [
      "--report: {tmp}/na_probs.json is also the --output file; give each output a file of its own", id="evaluate --report in --output"),
     pytest.param(["report", "{no_model}", "--data", "{file}", "-o", "{file}"],
      "-o/--output: {file} is the --data file itself, which this would replace; write to another file", id="report -o DATA"),
+    pytest.param(["train", "{no_data}", "--dev", "{file}", "--model", "{no_model}", "--output", "{tmp}/m", "--report", "{file}"],
+     "--report: {file} is the --dev file itself, which this would replace; write to another file", id="train --report DEV"),
+    pytest.param(["train", "{file}", "--model", "{no_model}", "--output", "{tmp}/m", "--report", "{link}"],
+     "--report: {link} is the training data file itself, which this would replace; write to another file", id="train --report TRAIN"),
+    # a folder that holds files but no earlier run: the user's own
+    pytest.param(["train", "{no_data}", "--model", "{no_model}", "--output", "{tmp}"],
+     "{tmp} is not empty (it holds a-file, a-link) and holds no earlier training run: pass --overwrite to write the "
+     "model there (files of the same names are replaced), or choose another --output", id="train --output, a full folder"),
+    pytest.param(["train", "{no_data}", "--model", "{no_model}", "--output", "{tmp}", "--overwrite"],
+     "{tmp} holds files but no model (no config.json or qatune.json), and --overwrite replaces only an earlier model "
+     "or run; empty the folder yourself or choose another --output", id="train --output --overwrite, a folder without a model"),
     pytest.param(["validate", "{no_data}", "--write-fixed", "{missing}/fixed.json"],
      "--write-fixed: folder {missing} does not exist; create it or choose another path", id="validate --write-fixed"),
 ]
@@ -192,3 +203,15 @@ def test_export_overwrite_leaves_no_file_of_the_earlier_export(tiny_bert, tmp_pa
     assert not (out / "model.xml").exists() and not (out / "notes.txt").exists()
     assert folder_engine(out) == "onnx"
     assert json.loads((out / "qatune.json").read_text())["engine"]["name"] == "onnx"
+
+
+@pytest.mark.parametrize("teacher", [False, True])
+def test_train_never_writes_over_the_model_it_starts_from(tiny_bert, tmp_path, teacher):
+    model = tmp_path / "base"
+    shutil.copytree(tiny_bert, model)
+    before = {path.name: path.read_bytes() for path in model.iterdir()}
+    sources = ["--model", tiny_bert, "--teacher", model] if teacher else ["--model", model]
+    result = qatune("train", TINY_QA, *sources, "--output", model, "--overwrite", check=False)
+    assert result.returncode == 2
+    assert result.stderr == f"error: --output: {model} is the model folder itself, which the new files would replace; choose another --output\n"
+    assert {path.name: path.read_bytes() for path in model.iterdir()} == before

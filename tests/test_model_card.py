@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -59,6 +60,9 @@ def test_the_card_header_parses_as_yaml_with_the_documented_keys(trained, tiny_b
     assert own["data"]["dev"]["questions"] == len(dev_examples)
     # what reading the dev file repaired travels with the model
     assert own["data"]["dev"]["read"]["repaired"] == sum(dev_report.repaired.values()) > 0
+    # and the file's own sha256, as `sha256sum` prints it (the questions' digest is another)
+    file_digest = hashlib.sha256((DATA / "data_needs_repair.json").read_bytes()).hexdigest()
+    assert own["data"]["dev"]["read"]["file_sha256"] == card["data"]["validation"]["dev"]["file_sha256"] == file_digest
     assert own["training"]["epochs"] == 2 and own["training"]["best_epoch"] == result.best_epoch
     assert own["training"]["machine"]["device"] == "cpu" and own["training"]["machine"]["cpu"]
 

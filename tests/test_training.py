@@ -462,6 +462,21 @@ def test_model_files_are_readable_by_others(tiny_bert, tiny_examples, tmp_path):
         ("eval_every", 0, "eval_every must be a whole number of at least 1, got 0"),
         ("warmup_ratio", 1.0, "warmup_ratio must be in [0, 1), got 1.0"),
         ("hidden_dropout", 1.5, "hidden_dropout must be in [0, 1), or None for the model's own, got 1.5"),
+        # NaN passes every comparison's negation: a model of NaN weights was trained and saved
+        ("max_grad_norm", float("nan"), "max_grad_norm must be a number > 0 (e.g. 1.0), got nan"),
+        ("weight_decay", float("nan"), "weight_decay must be a number >= 0 (e.g. 0.01), got nan"),
+        # a value of another type is named, not a TypeError from a comparison
+        ("learning_rate", "2e-4", "learning_rate must be between 0 and 1 (e.g. 2e-4), got '2e-4'"),
+        ("learning_rate", None, "learning_rate must be between 0 and 1 (e.g. 2e-4), got None"),
+        ("hidden_dropout", "0.1", "hidden_dropout must be in [0, 1), or None for the model's own, got '0.1'"),
+        ("seed", -1, "seed must be a whole number from 0 to 2**32 - 1, got -1"),
+        ("seed", 2**32, "seed must be a whole number from 0 to 2**32 - 1, got 4294967296"),
+        ("bf16", "no", "bf16 must be True, False or None (where the machine supports it), got 'no'"),
+        ("lora_rank", 0, "lora_rank must be a whole number of at least 1, got 0"),
+        ("output_dir", None, "output_dir must be a folder path, got None"),
+        ("settings", "x", "settings must be a QASettings (or a dict of its fields), got 'x'"),
+        ("settings", {"doc_strid": 64}, "settings: unknown keys 'doc_strid'; expected those of QASettings (max_seq_length, "
+         "doc_stride, max_question_length, max_answer_length, n_best, null_threshold, align_to_words, temperature)"),
     ],
 )
 def test_bad_arguments_name_the_field(field, value, message):

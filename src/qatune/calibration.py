@@ -139,10 +139,18 @@ class Calibration:
             >>> print(Calibration(2.367, 0.385, 0.111, 27).describe())
             scores calibrated on 27 dev questions: temperature 2.367, calibration error 38.5 -> 11.1 points
         """
+        questions = f"{self.questions} dev question" + ("" if self.questions == 1 else "s")
         line = (
-            f"scores calibrated on {self.questions} dev questions: temperature {self.temperature:.3f}, "
+            f"scores calibrated on {questions}: temperature {self.temperature:.3f}, "
             f"calibration error {100 * self.ece_before:.1f} -> {100 * self.ece_after:.1f} points"
         )
+        if any(math.isclose(self.temperature, end, rel_tol=1e-6) for end in TEMPERATURE_RANGE):
+            low, high = TEMPERATURE_RANGE
+            line += (
+                f"\nnote: the temperature is at an end of the range searched ({low} to {high}): on these dev "
+                "questions the scores hardly tell right answers from wrong ones (a model that has learned "
+                "little, or few dev questions); read scores as a ranking"
+            )
         if self.ece_after > self.ece_before:  # the fit minimizes log loss; binned error is coarse on few questions
             line += (
                 "\nnote: this temperature gives the lowest log loss, but the binned calibration error rose; "

@@ -25,7 +25,9 @@ from typing import Any, Iterator
 import torch
 
 from qatune.errors import SettingsError, first_line
-from qatune.files import with_default_permissions
+from qatune.files import (
+    MODEL_MARKERS, check_not_holding_source, folder_contents, holds_a_model, shown_contents, with_default_permissions,
+)
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -129,8 +131,12 @@ def check_output_dir(
         raise SettingsError(
             f"{output_dir}: expected a folder for the model, found a file; choose another {options.output}"
         )
+    for source in ("model", "teacher"):  # never written over, whatever else is asked
+        check_not_holding_source(options.output, output_dir, (arguments or {}).get(source))
     earlier_run = (output_dir / CHECKPOINTS).exists() or (output_dir / METRICS_LOG).exists()
     resumable = latest_checkpoint(output_dir) is not None
+    if not earlier_run and not resume and output_dir.is_dir():
+        _check_folder_without_a_run(output_dir, overwrite, options)
     if resume and not resumable:
         if earlier_run:
             raise SettingsError(
@@ -165,6 +171,25 @@ def check_output_dir(
         raise SettingsError(
             f"{output_dir} holds an earlier training run that left no checkpoint to resume from: pass "
             f"{options.overwrite} to start over there, or choose another {options.output}"
+        )
+
+
+def _check_folder_without_a_run(output_dir: Path, overwrite: bool, options: OptionNames) -> None:
+    """A folder that holds files but no earlier run: its files are the user's, or an older model's.
+    Written into only with overwrite, and only when it holds a model (whose files the new one replaces)."""
+    contents = folder_contents(output_dir)
+    if not contents:
+        return
+    if not overwrite:
+        raise SettingsError(
+            f"{output_dir} is not empty (it holds {shown_contents(contents)}) and holds no earlier training run: "
+            f"pass {options.overwrite} to write the model there (files of the same names are replaced), "
+            f"or choose another {options.output}"
+        )
+    if not holds_a_model(output_dir):
+        raise SettingsError(
+            f"{output_dir} holds files but no model (no {' or '.join(MODEL_MARKERS)}), and {options.overwrite} "
+            f"replaces only an earlier model or run; empty the folder yourself or choose another {options.output}"
         )
 
 

@@ -111,22 +111,41 @@ def check_folder_to_replace(option: str, folder: str | Path, *, overwrite: bool,
     folder = Path(folder)
     if not folder.is_dir():
         return
-    source_path = Path(source).resolve()
-    if Path(source).exists() and source_path.is_relative_to(folder.resolve()):
-        what = "is the model folder itself" if source_path == folder.resolve() else f"holds the model {source}"
-        raise SettingsError(f"{option}: {folder} {what}, which the new files would replace; choose another {option}")
-    contents = sorted(entry.name for entry in folder.iterdir() if not entry.name.startswith(SCRATCH_PREFIX))
+    check_not_holding_source(option, folder, source)
+    contents = folder_contents(folder)
     if contents and not overwrite:
-        shown = ", ".join(contents[:3]) + (f" and {len(contents) - 3} more" if len(contents) > 3 else "")
         raise SettingsError(
-            f"{option}: {folder} is not empty (it holds {shown}): pass --overwrite to replace what it holds, "
-            f"or choose another {option}"
+            f"{option}: {folder} is not empty (it holds {shown_contents(contents)}): pass --overwrite to replace "
+            f"what it holds, or choose another {option}"
         )
-    if contents and not any((folder / marker).is_file() for marker in MODEL_MARKERS):
+    if contents and not holds_a_model(folder):
         raise SettingsError(
             f"{option}: {folder} holds files but no model (no {' or '.join(MODEL_MARKERS)}), and --overwrite "
             f"replaces only an earlier model; empty the folder yourself or choose another {option}"
         )
+
+
+def check_not_holding_source(option: str, folder: str | Path, source: str | Path | None) -> None:
+    """Refuse an output folder that is, or holds, the model `source` the new files are made from."""
+    if source is None or not Path(source).expanduser().exists():  # None, or a hub id
+        return
+    folder, source_path = Path(folder), Path(source).expanduser().resolve()
+    if source_path.is_relative_to(folder.resolve()):
+        what = "is the model folder itself" if source_path == folder.resolve() else f"holds the model {source}"
+        raise SettingsError(f"{option}: {folder} {what}, which the new files would replace; choose another {option}")
+
+
+def folder_contents(folder: Path) -> list[str]:
+    """The names a folder holds (sorted), but the scratch folders a killed run left."""
+    return sorted(entry.name for entry in folder.iterdir() if not entry.name.startswith(SCRATCH_PREFIX))
+
+
+def shown_contents(contents: list[str]) -> str:
+    return ", ".join(contents[:3]) + (f" and {len(contents) - 3} more" if len(contents) > 3 else "")
+
+
+def holds_a_model(folder: Path) -> bool:
+    return any((folder / marker).is_file() for marker in MODEL_MARKERS)
 
 
 @contextmanager

@@ -316,6 +316,7 @@ def validation_summary(report) -> dict[str, Any]:
     """What reading one data file did (a `qatune.data.ValidationReport`), for qatune.json."""
     return {
         "file": Path(report.path).name,
+        "file_sha256": _file_sha256(report.path),  # what `sha256sum FILE` prints; "sha256" is the questions'
         "layout": report.layout,
         "questions": report.questions,
         "kept_questions": report.kept_questions,
@@ -325,6 +326,19 @@ def validation_summary(report) -> dict[str, Any]:
         "skipped_questions": report.skipped_questions,
         "skipped_answers": report.skipped_answers,
     }
+
+
+def _file_sha256(path) -> str | None:
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:  # read a moment ago; gone or unreadable now: nothing to record
+        return None
+    return digest.hexdigest()
 
 
 def machine_description(device, bf16: bool) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -150,25 +151,39 @@ class TrainingArguments:
                 f"save_every must be None (every {CHECKPOINT_SECONDS // 60} minutes of training), 0 (never) "
                 f"or a whole number of epochs, got {self.save_every!r}"
             )
-        if not 0 < self.learning_rate < 1:
-            raise SettingsError(f"learning_rate must be between 0 and 1 (e.g. 2e-4), got {self.learning_rate!r}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise SettingsError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
-        if self.weight_decay < 0 or self.max_grad_norm <= 0:
-            raise SettingsError(
-                f"weight_decay must be >= 0 and max_grad_norm > 0, got {self.weight_decay!r} and {self.max_grad_norm!r}"
-            )
+        _number_in(self, "learning_rate", "between 0 and 1 (e.g. 2e-4)", lambda x: 0 < x < 1)
+        _number_in(self, "warmup_ratio", "in [0, 1)", lambda x: 0 <= x < 1)
+        _number_in(self, "weight_decay", "a number >= 0 (e.g. 0.01)", lambda x: 0 <= x < math.inf)
+        _number_in(self, "max_grad_norm", "a number > 0 (e.g. 1.0)", lambda x: 0 < x < math.inf)
         for name in ("attention_dropout", "hidden_dropout"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value < 1:
-                raise SettingsError(f"{name} must be in [0, 1), or None for the model's own, got {value!r}")
+            if getattr(self, name) is not None:
+                _number_in(self, name, "in [0, 1), or None for the model's own", lambda x: 0 <= x < 1)
+        # numpy's generators, which the seed also seeds, take 0 to 2**32 - 1
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**32:
+            raise SettingsError(f"seed must be a whole number from 0 to 2**32 - 1, got {self.seed!r}")
+        _positive_int(self, "lora_rank")
+        for name in ("resume", "overwrite", "keep_checkpoints", "evaluate_untrained", "lora", "trust_remote_code"):
+            if not isinstance(getattr(self, name), bool):
+                raise SettingsError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.bf16 is not None and not isinstance(self.bf16, bool):
+            raise SettingsError(f"bf16 must be True, False or None (where the machine supports it), got {self.bf16!r}")
+        if not isinstance(self.output_dir, (str, os.PathLike)) or not str(self.output_dir).strip():
+            raise SettingsError(f"output_dir must be a folder path, got {self.output_dir!r}")
         if self.resume and self.overwrite:
             raise SettingsError(
                 "resume and overwrite exclude each other: resume continues the run in output_dir, "
                 "overwrite starts a new one there; choose one"
             )
         if isinstance(self.settings, dict):
+            unknown = sorted(set(self.settings) - {field.name for field in dataclasses.fields(QASettings)})
+            if unknown:
+                raise SettingsError(
+                    f"settings: unknown keys {', '.join(map(repr, unknown))}; expected those of QASettings "
+                    f"({', '.join(field.name for field in dataclasses.fields(QASettings))})"
+                )
             self.settings = QASettings.from_dict(self.settings)
+        if not isinstance(self.settings, QASettings):
+            raise SettingsError(f"settings must be a QASettings (or a dict of its fields), got {self.settings!r}")
         check_distillation_settings(self.distill_alpha, self.distill_temperature, self.distill_hidden)
         if self.distill_hidden > 0 and not self.teacher:
             raise SettingsError("distill_hidden learns a teacher's hidden states: name the teacher too (teacher / --teacher)")
@@ -811,6 +826,13 @@ def _describe_data(counts: dict[str, int], items: TrainingItems) -> str:
             f"(e.g. {', '.join(items.answer_places[:3])}; raise --max-seq-length or --doc-stride)"
         )
     return text
+
+
+def _number_in(args, name: str, expected: str, holds) -> None:
+    """A SettingsError naming the field unless it is a number (not a bool, not NaN) for which `holds`."""
+    value = getattr(args, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not holds(value):  # NaN holds nothing
+        raise SettingsError(f"{name} must be {expected}, got {value!r}")
 
 
 def _positive_int(args, *names: str) -> None:

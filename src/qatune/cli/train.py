@@ -18,7 +18,7 @@ from pathlib import Path
 from qatune.cli import argtypes, options
 from qatune.errors import SettingsError
 from qatune.wording import counted
-from qatune.files import check_output_file, check_output_folder
+from qatune.files import check_distinct_paths, check_output_file, check_output_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -160,6 +160,9 @@ def _check_outputs(args: argparse.Namespace) -> None:
     in_new_model_folder = not output.exists() and Path(args.report or "").parent.resolve() == output.resolve()
     if args.report and not in_new_model_folder:
         check_output_file("--report", args.report)
+    report = (args.report or output / "report.html") if args.report is not None else None
+    data = [("training data", args.train), ("--dev", args.dev), ("--transfer", args.transfer)]
+    check_distinct_paths([("--report", report)], data)
 
 
 def _printer(args):

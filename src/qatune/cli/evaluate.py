@@ -14,7 +14,7 @@ from pathlib import Path
 from qatune.cli import options
 from qatune.files import check_distinct_paths, check_output_file, check_output_folder
 
-OUTPUT_FILES = ("predictions.json", "na_probs.json")
+PREDICTIONS_FILE, NA_PROBS_FILE = "predictions.json", "na_probs.json"  # what --output holds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_folder("--output", args.output)
     if args.report:
         check_output_file("--report", args.report)
-    written = [("--output", Path(args.output) / name if args.output else None) for name in OUTPUT_FILES]
+    written = [("--output", Path(args.output) / name if args.output else None) for name in (PREDICTIONS_FILE, NA_PROBS_FILE)]
     check_distinct_paths([*written, ("--report", args.report)], [("data", args.data)])
     options.quiet_libraries(import_torch=False)
     options.limit_heap_fragmentation()
@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         folder = Path(args.output)
         folder.mkdir(parents=True, exist_ok=True)
-        options.write_json(folder / "predictions.json", evaluation.predictions)
-        options.write_json(folder / "na_probs.json", evaluation.na_probs)
+        options.write_json(folder / PREDICTIONS_FILE, evaluation.predictions)
+        options.write_json(folder / NA_PROBS_FILE, evaluation.na_probs)
     if args.report:
         from qatune.modeling import locate_model
         from qatune.report import write_report

@@ -384,3 +384,33 @@ def test_f1_by_no_answer_threshold_is_the_official_f1_at_each_threshold():
         assert value == pytest.approx(squad_v2(gold, predictions, na_probs, threshold)["f1"])
     assert at_saved == pytest.approx(squad_v2(gold, predictions, na_probs, 0.37)["f1"])
     assert [t for t, _ in curve][:1] == [0.0] and curve[-1][0] == 1.0
+
+
+def test_the_dev_score_plot_has_whole_epochs_and_its_legend_beside_the_curves(tmp_path):
+    from qatune.report import plots
+    from qatune.report.history import History
+
+    # Two epochs of a small model: low scores, where a legend inside the plot would sit on them.
+    history = History(path=tmp_path / "metrics.jsonl",
+                      baseline={"epoch": 0, "exact_match": 0.0, "f1": 1.6},
+                      evals=[{"epoch": 1, "exact_match": 10.0, "f1": 15.0}, {"epoch": 2, "exact_match": 20.0, "f1": 30.0}],
+                      kept={"epoch": 2, "exact_match": 20.0, "f1": 30.5})
+    figure = plots.dev_scores_figure(history, best_epoch=2)
+    axes = figure.axes[0]
+    low, high = axes.get_xlim()
+    ticks = [tick for tick in axes.get_xticks() if low <= tick <= high]
+    assert ticks and all(float(tick).is_integer() for tick in ticks)
+    figure.canvas.draw()
+    legend_box = axes.get_legend().get_window_extent()
+    assert legend_box.x0 >= axes.get_window_extent().x1  # beside the plot, over no curve
+    plots._pyplot().close(figure)
+
+
+def test_calibration_errors_are_in_points_as_training_and_the_model_card_give_them(report, trained):
+    card = json.loads((trained / "qatune.json").read_text())
+    ece = re.search(r"expected calibration error <strong>([0-9.]+) points</strong>", report)
+    assert ece is not None and 0.0 <= float(ece.group(1)) <= 100.0
+    calibration = card["calibration"]  # trained with dev data: calibrated
+    assert (f"calibration error {100 * calibration['ece_before']:.1f} → "
+            f"{100 * calibration['ece_after']:.1f} points") in report
+    assert "of them unanswerable" not in report

@@ -36,14 +36,14 @@ SHOWN_NOTES = 10  # repairs and skips listed by place, the rest counted
 # Labels of the training counts in qatune.json's "data"; other keys are shown as they are named.
 DATA_LABELS = {
     "train_questions": "training questions",
-    "train_unanswerable": "of them unanswerable",
+    "train_unanswerable": "unanswerable training questions",
     "train_windows": "training windows",
     "train_items": "training items (window, answer)",
     "answers_outside_windows": "answers no window holds whole (not trained on)",
     "truncated_questions": "questions cut to max_question_length",
     "answers_longer_than_max_answer_length": "answers longer than max_answer_length",
     "dev_questions": "dev questions",
-    "dev_unanswerable": "of them unanswerable",
+    "dev_unanswerable": "unanswerable dev questions",
 }
 COVERAGE_LABELS = {
     "windows": "windows",
@@ -377,7 +377,8 @@ def _calibration(inputs: ReportInputs) -> str:
     body.append(
         f'<p id="ece">{len(stats.scores)} best spans scored, {right} of them an exact match of a gold answer '
         f"(a span for a question without an answer is never right); expected calibration error "
-        f"<strong>{stats.ece:.3f}</strong> (0 is perfect).</p>"
+        f"<strong>{100 * stats.ece:.1f} points</strong> (the mean gap, in percentage points, between the score "
+        f"and the share of right answers at that score; 0 is perfect).</p>"
     )
     image = plots.reliability_png(stats.bins, stats.ece)
     if image:
@@ -421,7 +422,7 @@ def _temperature_line(card: dict[str, Any]) -> str:
     if isinstance(calibration, dict) and {"temperature", "ece_before", "ece_after", "questions"} <= calibration.keys():
         return (
             f"scores calibrated with temperature {calibration['temperature']:.3g} on {calibration['questions']} dev "
-            f"questions: ECE {calibration['ece_before']:.3f} → {calibration['ece_after']:.3f}"
+            f"questions: calibration error {100 * calibration['ece_before']:.1f} → {100 * calibration['ece_after']:.1f} points"
         )
     temperature = card.get("settings", {}).get("temperature") if isinstance(card.get("settings"), dict) else None
     if isinstance(temperature, (int, float)) and temperature != 1.0:

@@ -60,6 +60,14 @@ def dev_scores_png(history: History, best_epoch: int | None) -> str | None:
     model's scores and its epoch marked; None without any evaluation."""
     if not history.evals and history.baseline is None:
         return None
+    return _png(dev_scores_figure(history, best_epoch))
+
+
+def dev_scores_figure(history: History, best_epoch: int | None):
+    """The figure of `dev_scores_png`: whole epochs on the x axis, the legend beside the plot
+    (scores of a small model sit low, where a legend inside would hide them)."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     records = ([history.baseline] if history.baseline else []) + list(history.evals)
     epochs = [record.get("epoch", 0) for record in records]
@@ -75,9 +83,10 @@ def dev_scores_png(history: History, best_epoch: int | None) -> str | None:
     axes.set_xlabel("epoch (0: before training)" if history.baseline else "epoch")
     axes.set_ylabel("dev score (%)")
     axes.set_ylim(-2, 102)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.grid(alpha=0.3)
-    axes.legend(loc="lower right", fontsize="small")
-    return _png(figure)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize="small")
+    return figure
 
 
 def reliability_png(bins: Sequence[ScoreBin], ece: float) -> str | None:
@@ -99,7 +108,7 @@ def reliability_png(bins: Sequence[ScoreBin], ece: float) -> str | None:
     top.set_ylabel("share right")
     top.set_xlim(0, 1)
     top.set_ylim(0, 1.05)
-    top.set_title(f"expected calibration error {ece:.3f}")
+    top.set_title(f"expected calibration error {100 * ece:.1f} points")
     top.legend(loc="upper left", fontsize="small")
     top.grid(alpha=0.3)
     counts = [entry.count for entry in bins]

@@ -17,6 +17,7 @@ import http.client
 import json
 import os
 import shutil
+import re
 import signal
 import socket
 import subprocess
@@ -1376,3 +1377,19 @@ def test_a_new_file_must_be_named_json(tmp_path):
     with pytest.raises(DataError, match="ending in .json"):
         create_app(tmp_path / "new.jsonl")
     assert not (tmp_path / "new.jsonl").exists()
+
+
+def test_the_readmes_api_example_adds_a_paragraph_and_its_question(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    example = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "/api/paragraphs" in block)
+    path = tmp_path / "new.json"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with annotating(path, log_dir=logs) as running:
+        code = example.replace("http://127.0.0.1:8001", f"http://127.0.0.1:{running.port}")
+        assert code != example  # the example talks to the default port, which this test replaces
+        exec(compile(code, "README.md", "exec"), {})
+    examples, report = read_dataset(path, on_error="strict")
+    assert [(e.question, e.context[e.answers[0].start:e.answers[0].end]) for e in examples] == [
+        ("When did Apollo 11 land?", "1969")]
+    assert examples[0].title == "Apollo" and not report.repairs  # offsets exact, nothing to re-anchor

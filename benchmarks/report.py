@@ -320,7 +320,7 @@ def header(results: dict) -> list[str]:
     if peak:
         times = len(peak.get("measurements", [peak]))
         int8 = peak.get("int8_flops")
-        lines.append(f"Matmul peak ({peak['size']}x{peak['size']}, best of {peak['repeats']} repeats"
+        lines.append(f"Matmul peak ({peak['size']}x{peak['size']}, best of up to {peak['repeats']} repeats"
                      f"{f', best of {times} measurements' if times > 1 else ''}): float32 "
                      f"{peak['float32_flops'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16_flops'] / 1e9:.0f} GFLOP/s, "
                      f"int8 {'n/a' if int8 is None else f'{int8 / 1e9:.0f} GOP/s'} (torch `_int_mm`).")

@@ -13,6 +13,7 @@ import pytest
 import prepare_data
 import report
 import run
+import flops
 from flops import inference_flops, training_flops, window_stats
 from squad_v1 import read_squad
 from steps import StepFailed, Steps
@@ -44,6 +45,16 @@ def test_a_failing_step_raises_with_the_end_of_its_log_and_is_still_recorded(tmp
 
 
 # --- FLOPs model -----------------------------------------------------------------------------
+def test_a_slow_precision_stops_timing_once_its_products_use_the_budget(monkeypatch):
+    clock = iter(range(0, 1000, 7))  # every call of the product takes 7 "seconds"
+    monkeypatch.setattr(flops.time, "perf_counter", lambda: next(clock))
+    calls = []
+    best = flops._best_seconds(lambda: calls.append(1), repeats=10, budget=20.0)
+    assert best == 7 and len(calls) == 3  # 7 + 7 + 7 >= 20: the fourth is never run
+    flops._best_seconds(lambda: calls.append(1), repeats=10, budget=1e9)
+    assert len(calls) == 3 + 10  # a budget never reached: every repeat
+
+
 def test_window_stats_count_real_tokens_and_squared_lengths():
     assert window_stats([3, 4]) == {"windows": 2, "tokens": 7, "squared_lengths": 25, "mean_length": 3.5}
 

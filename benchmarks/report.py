@@ -152,12 +152,12 @@ def ratios(results: dict) -> dict:
     train = results.get("training", {})
     for name in TRAINING_REFERENCES + TRAINING_QATUNE:
         ours = train.get(name)
-        if not ours:
+        if not _measured(ours):
             continue
         entry = {}
         for ref_name in TRAINING_REFERENCES:
             ref = train.get(ref_name)
-            if ref:
+            if _measured(ref):
                 entry[f"speedup_vs_{ref_name}"] = _ratio(ours["windows_per_s"], ref["windows_per_s"])
                 entry[f"memory_vs_{ref_name}"] = _ratio(ours["peak_rss_mib"], ref["peak_rss_mib"])
                 entry[f"f1_minus_{ref_name}"] = ours["dev"]["f1"] - ref["dev"]["f1"]
@@ -348,9 +348,13 @@ def training_table(results: dict) -> list[str]:
              f"| memory vs Trainer | dev EM{f1_note} | dev F1{f1_note} | F1 vs Trainer | GFLOP/s "
              "| MFU (fp32 peak) | MFU (bf16 peak) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    skipped = []
     for name in TRAINING_REFERENCES + TRAINING_QATUNE:
         row = train.get(name)
         if not row:
+            continue
+        if "skipped" in row:
+            skipped.append(f"{row['label']}: not run ({row['skipped']})")
             continue
         entry = r.get(name, {})
         lines.append(
@@ -361,7 +365,7 @@ def training_table(results: dict) -> list[str]:
             f"| {row['dev']['exact_match']:.1f} | {row['dev']['f1']:.1f} "
             f"| {_fmt(entry.get('f1_minus_trainer'), '+.1f')} "
             f"| {_flops_cells(row, results.get('peak'))} |")
-    return lines
+    return lines + [f"- {line}" for line in skipped]
 
 
 def inference_table(results: dict) -> list[str]:

@@ -14,7 +14,9 @@ subprocess, one after the other (never two at once, so that none slows another):
    (`auto`, what users get), PyTorch float32 (the reference for "the same answers") and bf16
    autocast, OpenVINO float32 and int8, ONNX Runtime float32 and int8 (int8: `qatune export
    --format openvino --quantize int8 --calibration train.json`; ONNX int8 is dynamic); an engine that is not installed,
-   or that this qatune lacks, gives a row that says why it was skipped; then `qatune predict`;
+   or that this qatune lacks, gives a row that says why it was skipped; then `qatune predict`.
+   Where the CPU's bf16 products are slower than its float32 ones (no bf16 units), the bf16 rows
+   (Trainer `--bf16`, PyTorch bf16 autocast) are skipped with that reason;
 4. the matmul peaks once more: the better of the two measurements counts.
 
 The results go to `<work>/results.json`, the Markdown table to `<work>/results.md` and to
@@ -277,6 +279,17 @@ def has_engines() -> bool:
         return False
 
 
+def bf16_skip_reason(peak: dict) -> str | None:
+    """Why bf16 rows are not run: a CPU without bf16 units (no AVX-512 BF16, no AMX) emulates
+    bf16 products far below float32 (about 2 GFLOP/s on an AVX2-only EPYC: hours for the
+    Trainer's --bf16), and qatune itself computes in float32 there (`bf16=None`)."""
+    bf16, float32 = peak.get("bf16_flops"), peak.get("float32_flops")
+    if bf16 is None or float32 is None or bf16 >= float32:
+        return None
+    return (f"bf16 matrix products are slower than float32 on this CPU ({bf16 / 1e9:.0f} against "
+            f"{float32 / 1e9:.0f} GFLOP/s: no bf16 units), where qatune computes in float32 by itself")
+
+
 def skip_reason(args, engine: str) -> str | None:
     """Why the rows of `engine` are not run, or None."""
     if engine in args.skip_engine:
@@ -351,7 +364,7 @@ def inference_rows(args, steps: Steps, model: Path, train: Path, dev: Path, ctx:
     """Every qatune row of INFERENCE_ROWS, measured or skipped with the reason."""
     rows = {}
     for name, (label, engine, precision, export) in INFERENCE_ROWS.items():
-        reason = skip_reason(args, engine)
+        reason = skip_reason(args, engine) or (ctx.get("no_bf16") if precision == "--bf16" else None)
         if reason is not None:
             rows[name] = {"label": label, "skipped": reason}
             continue
@@ -399,7 +412,7 @@ def run_all(args, steps: Steps, results: dict) -> None:
     first_peak = measure_peak(args, steps)
     results["peak"] = report.combine_peaks([first_peak])
     results["machine"]["torch"] = first_peak["torch"]
-    ctx: dict = {}
+    ctx: dict = {"no_bf16": bf16_skip_reason(first_peak)}
     model = encoder_dir(args, steps)
     ctx["counts"] = results["counts"] = count_work(args, steps, model, None if args.skip_train else train, dev)
     ctx["inference_flops"] = inference_flops(ctx["counts"]["dev"], ctx["counts"]["parameters"])["total"]
@@ -408,7 +421,8 @@ def run_all(args, steps: Steps, results: dict) -> None:
     if not args.skip_train:
         training = results["training"] = {}
         training["trainer"] = trainer(args, steps, model, train, dev, False, ctx)
-        training["trainer_bf16"] = trainer(args, steps, model, train, dev, True, ctx)
+        training["trainer_bf16"] = ({"label": "HF Trainer --bf16", "skipped": ctx["no_bf16"]} if ctx["no_bf16"]
+                                    else trainer(args, steps, model, train, dev, True, ctx))
         for name in QATUNE_VARIANTS:
             training[name.replace("-", "_")] = qatune_train(args, steps, model, train, dev, name, ctx)
         results["machine"]["transformers"] = training["trainer"]["raw"]["versions"]["transformers"]

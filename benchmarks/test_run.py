@@ -321,3 +321,16 @@ def test_inference_records_the_engine_the_model_reports_and_degrades_without_eng
     args = qatune_inference.parse_args(["--model", str(tmp_path), "--data", "d.json", "--output", "o.json",
                                         "--engine", "torch"])
     assert qatune_inference.load(args)[1]["describe"] == "torch float32 (qatune without engines)"
+
+
+def test_bf16_rows_are_skipped_with_the_reason_where_bf16_products_are_slower_than_float32():
+    assert run.bf16_skip_reason({"float32_flops": 1e11, "bf16_flops": 4e11}) is None  # bf16 units: run them
+    reason = run.bf16_skip_reason({"float32_flops": 1.2e11, "bf16_flops": 2e9})
+    assert reason.startswith("bf16 matrix products are slower than float32 on this CPU (2 against 120 GFLOP/s")
+    results = fake_results()
+    results["training"]["trainer_bf16"] = {"label": "HF Trainer --bf16", "skipped": reason}
+    qatune = report.ratios(results)["training"]["qatune"]
+    assert qatune["speedup_vs_trainer"] == pytest.approx(5.0) and "speedup_vs_trainer_bf16" not in qatune
+    text = report.markdown(results)
+    assert f"- HF Trainer --bf16: not run ({reason})" in text
+    assert "| qatune | 20.0 | 5.00 | 5.00x | n/a | 1500 | 0.50x |" in text

@@ -48,18 +48,23 @@ def combine_peaks(measurements: list[dict]) -> dict:
 
 
 def precision_peak(precision: str | None, peak: dict | None) -> tuple[float | None, str]:
-    """The matmul ceiling of a number format, and its name: float32 and bf16 their own; int8
-    the int8 peak, or the bf16 peak where torch's int8 product is slower than bf16 (it does not
-    use the CPU's int8 matrix units then, and an int8 engine should do at least as well as bf16)."""
+    """The matmul ceiling of a number format, and its name. A narrower format's ceiling is the
+    fastest product an engine could use for it: int8 the int8 peak, or the bf16 or float32 peak
+    where torch's int8 product is slower (it does not use the CPU's int8 units then: on an
+    AVX2-only CPU it runs at about 2 GOP/s, while OpenVINO's int8 kernels do not); bf16 the bf16
+    peak, or the float32 peak on a CPU without bf16 units."""
     peak = peak or {}
+    float32, bf16, int8 = (peak.get(f"{name}_flops") for name in ("float32", "bf16", "int8"))
     if precision == "int8":
-        int8, bf16 = peak.get("int8_flops"), peak.get("bf16_flops")
-        if int8 is not None and (bf16 is None or int8 >= bf16):
-            return int8, "int8"
-        return bf16, "bf16 (int8 product slower)"
-    if precision == "bf16":
-        return peak.get("bf16_flops"), "bf16"
-    return peak.get("float32_flops"), "float32"
+        choices = [(int8, "int8"), (bf16, "bf16 (int8 product slower)"),
+                   (float32, "float32 (int8 and bf16 products slower)")]
+    elif precision == "bf16":
+        choices = [(bf16, "bf16"), (float32, "float32 (bf16 product slower)")]
+    else:
+        return float32, "float32"
+    measured = [(value, name) for value, name in choices if value is not None]
+    # the first (the format's own) wins ties; max() keeps the first of equal keys
+    return max(measured, key=lambda choice: choice[0]) if measured else (None, choices[0][1])
 
 
 def cpu_summary(machine: dict) -> str:

@@ -199,6 +199,11 @@ def test_int8_rows_use_the_int8_peak_when_torch_has_a_fast_one():
     assert report.precision_peak("int8", {"int8_flops": 3e12, "bf16_flops": 2e12}) == (3e12, "int8")
     assert report.precision_peak("int8", {"int8_flops": None, "bf16_flops": 2e12})[0] == 2e12
     assert report.precision_peak("float32", PEAK) == (1e12, "float32")
+    # an AVX2-only CPU: torch's int8 and bf16 products emulated, far below float32
+    avx2 = {"float32_flops": 1.6e11, "bf16_flops": 4e8, "int8_flops": 2e9}
+    assert report.precision_peak("int8", avx2) == (1.6e11, "float32 (int8 and bf16 products slower)")
+    assert report.precision_peak("bf16", avx2) == (1.6e11, "float32 (bf16 product slower)")
+    assert report.precision_peak("bf16", {"float32_flops": 1e12, "bf16_flops": 2e12}) == (2e12, "bf16")
     assert report.combine_peaks([{**PEAK, "int8_flops": None}, {**PEAK}])["int8_flops"] is None
 
 
@@ -225,7 +230,8 @@ def test_markdown_warns_when_a_row_beats_the_measured_peak():
     results = fake_results()
     results["peak"] = {**PEAK, "float32_flops": 1e9}
     assert "Some rows exceed the peak of their precision" in report.markdown(results)
-    results["peak"] = {**PEAK, "bf16_flops": 1.5e11}  # qatune auto (bf16): 200 GFLOP/s
+    # qatune auto (bf16): 200 GFLOP/s, above both peaks (a bf16 peak below float32's is not its ceiling)
+    results["peak"] = {**PEAK, "float32_flops": 1e11, "bf16_flops": 1.5e11}
     assert "Some rows exceed the peak of their precision" in report.markdown(results)
 
 

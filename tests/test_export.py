@@ -420,3 +420,25 @@ def test_cli_bad_arguments_exit_2_with_a_message(arguments, message, tiny_bert, 
     assert completed.returncode == 2
     assert message.format(**place) in completed.stderr
     assert not (tmp_path / "onnx").exists()
+
+
+def test_an_openvino_int8_export_on_a_cpu_without_int8_units_says_it_will_be_slower(
+        tiny_distilbert, tmp_path, monkeypatch, capsys):
+    import qatune.cli.export as export_command
+    from qatune.cli import main
+
+    note = export_command._no_int8_units_note
+    assert "has no int8 units (none of avx512_vnni, avx_vnni, amx_int8)" in note("openvino", "int8", {"avx2", "fma"}, "X")
+    for flags in ({"avx2", "avx512_vnni"}, {"avx2", "avx_vnni"}, {"amx_int8", "avx2"}, set()):  # set(): unknown
+        assert note("openvino", "int8", flags, "X") is None
+    assert note("onnx", "int8", {"avx2"}, "X") is None  # ONNX Runtime's dynamic int8 was faster there
+    assert note("openvino", None, {"avx2"}, "X") is None
+
+    monkeypatch.setattr(export_command, "cpu_flags", lambda: {"avx2", "fma"})
+    monkeypatch.setattr(export_command, "cpu_name", lambda: "Some CPU")
+    assert main(["export", str(tiny_distilbert), "--format", "openvino", "--quantize", "int8",
+                 "--calibration", str(TINY_QA), "-o", str(tmp_path / "int8")]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    first_note = next(i for i, line in enumerate(lines) if line.startswith("note: this CPU (Some CPU) has no int8 units"))
+    assert first_note < next(i for i, line in enumerate(lines) if line.startswith("exporting "))
+    assert read_model_card(tmp_path / "int8")["engine"]["precision"] == "int8"  # a note, not a refusal

@@ -346,9 +346,9 @@ def machine_description(device, bf16: bool) -> dict[str, Any]:
     import torch
 
     description: dict[str, Any] = {
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_cores": os.cpu_count(),
-        "cpu_matrix_flags": [flag for flag in MATRIX_FLAGS if flag in _cpu_flags()],
+        "cpu_matrix_flags": [flag for flag in MATRIX_FLAGS if flag in cpu_flags()],
         "device": device.type,
         "torch": torch.__version__,
         "bf16": bool(bf16),
@@ -370,11 +370,13 @@ def _cpuinfo_field(name: str) -> str:
     return ""
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (Linux: from /proc/cpuinfo)."""
     return _cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
-def _cpu_flags() -> set[str]:
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux: from /proc/cpuinfo; empty elsewhere)."""
     return set(_cpuinfo_field("flags").split())
 
 

@@ -50,9 +50,9 @@ def combine_peaks(measurements: list[dict]) -> dict:
 def precision_peak(precision: str | None, peak: dict | None) -> tuple[float | None, str]:
     """The matmul ceiling of a number format, and its name. A narrower format's ceiling is the
     fastest product an engine could use for it: int8 the int8 peak, or the bf16 or float32 peak
-    where torch's int8 product is slower (it does not use the CPU's int8 units then: on an
-    AVX2-only CPU it runs at about 2 GOP/s, while OpenVINO's int8 kernels do not); bf16 the bf16
-    peak, or the float32 peak on a CPU without bf16 units."""
+    where torch's int8 product is slower (it is emulated then: about 2 GOP/s on an AVX2-only
+    CPU, far below what OpenVINO's int8 kernels reach there); bf16 the bf16 peak, or the float32
+    peak on a CPU without bf16 units."""
     peak = peak or {}
     float32, bf16, int8 = (peak.get(f"{name}_flops") for name in ("float32", "bf16", "int8"))
     if precision == "int8":

@@ -414,3 +414,16 @@ def test_calibration_errors_are_in_points_as_training_and_the_model_card_give_th
     assert (f"calibration error {100 * calibration['ece_before']:.1f} → "
             f"{100 * calibration['ece_after']:.1f} points") in report
     assert "of them unanswerable" not in report
+
+
+def test_the_data_table_names_every_count_in_words_and_the_fingerprints_last(report, trained):
+    card = json.loads((trained / "qatune.json").read_text())
+    section = report[report.index('id="data"'):report.index("What windowing did")]
+    labels = re.findall(r"<dt>([^<]+)</dt>", section)
+    recorded = [key for key in card["data"] if key not in ("train_coverage", "validation")]
+    assert "train_sha256" in recorded and "dev_sha256" in recorded
+    assert len(labels) == len(recorded) and not set(labels) & set(recorded)  # every key, none by its raw name
+    fingerprints = [i for i, label in enumerate(labels) if "fingerprint (SHA-256)" in label]
+    counts = [i for i, label in enumerate(labels) if label in ("training questions", "unanswerable dev questions")]
+    assert len(fingerprints) == 2 and len(counts) == 2 and max(counts) < min(fingerprints)
+    assert card["data"]["train_sha256"][:37] in section

@@ -45,6 +45,12 @@ DATA_LABELS = {
     "dev_questions": "dev questions",
     "dev_unanswerable": "unanswerable dev questions",
 }
+# The data files' fingerprints (what `--resume` compares), shown after the counts
+FINGERPRINT_LABELS = {
+    "train_sha256": "training data fingerprint (SHA-256)",
+    "dev_sha256": "dev data fingerprint (SHA-256)",
+    "transfer_sha256": "transfer questions fingerprint (SHA-256)",
+}
 COVERAGE_LABELS = {
     "windows": "windows",
     "multi_window_questions": "questions that need several windows",
@@ -212,7 +218,10 @@ def _data(inputs: ReportInputs) -> str:
     data = inputs.card.get("data")
     if isinstance(data, dict) and data:
         plain = {k: v for k, v in data.items() if k not in ("train_coverage", "validation")}
-        rows = [(DATA_LABELS.get(key, key), _e(_short(value))) for key, value in plain.items()]
+        counts = [key for key in plain if key not in FINGERPRINT_LABELS]
+        fingerprints = [key for key in FINGERPRINT_LABELS if plain.get(key) is not None]
+        rows = [(DATA_LABELS.get(key, key), _e(_short(plain[key]))) for key in counts]
+        rows += [(FINGERPRINT_LABELS[key], _e(_short(plain[key]))) for key in fingerprints]
         body.append(_key_values(rows))
         if isinstance(data.get("train_coverage"), dict):
             body.append("<h4>What windowing did to the training labels</h4>")

@@ -160,6 +160,11 @@ def test_a_new_file_in_a_missing_folder_is_an_error_not_a_crash(tmp_path):
         create_app(tmp_path / "no such folder" / "new.json")
 
 
+def test_a_folder_given_as_the_data_file_is_an_error_that_says_what_to_pass(tmp_path):
+    with pytest.raises(QATuneError, match="found a folder; pass the JSON file inside it"):
+        create_app(tmp_path)
+
+
 def test_paragraphs_same_title_appends_new_title_makes_an_article(tmp_path):
     path = tmp_path / "new.json"
     api = client(path)

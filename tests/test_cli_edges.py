@@ -214,3 +214,72 @@ def test_details_say_no_answer_as_predictions_and_ask_do(tiny_bert, tmp_path):
     # the same model answering: the top answers are listed
     qatune("predict", tiny_bert, data, "-o", tmp_path / "p.json", "--details", tmp_path / "d.json", "--top-k", "2", "--no-bf16")
     assert len(json.loads((tmp_path / "d.json").read_text())["x"]["answers"]) == 2
+
+
+# --- a write that fails after the checks: a full disk ------------------------------------------
+
+
+@pytest.mark.skipif(not Path("/dev/full").is_char_device(), reason="no /dev/full (a device whose writes fail: disk full)")
+def test_a_full_disk_is_an_error_that_names_the_file(tiny_bert):
+    result = qatune("predict", tiny_bert, TINY_QA, "-o", "/dev/full", "--no-bf16", check=False)
+    assert result.returncode == 2
+    assert result.stderr.endswith(
+        "error: /dev/full: No space left on device (the command stopped there); "
+        "check the path, its permissions and the free space\n"
+    ), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_report_that_cannot_be_written_after_training_says_where_the_model_is(tiny_bert, tmp_path, monkeypatch, capsys):
+    import qatune.report
+    from qatune.cli import main
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "r.html"))
+
+    monkeypatch.setattr(qatune.report, "write_report", disk_full)
+    output = tmp_path / "m"
+    code = main([
+        "train", str(TINY_QA), "--model", str(tiny_bert), "--output", str(output), "--epochs", "1", "--no-bf16",
+        "--quiet", "--report", str(tmp_path / "r.html"), "--max-seq-length", "48", "--doc-stride", "8",
+        "--max-question-length", "12",
+    ])
+    assert code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: --report: could not write {tmp_path / 'r.html'} (No space left on device); the model is written to "
+        f"{output}: `qatune report {output} -o FILE` writes its report"
+    )
+    assert (output / "model.safetensors").is_file() and (output / "qatune.json").is_file()
+
+
+# --- questions longer than the model's max_question_length ------------------------------------
+
+
+def test_questions_cut_to_max_question_length_are_counted_when_answering(tiny_bert, tmp_path):
+    long_question = "Who won " + "the cup final " * 30 + "?"  # about 90 tokens, past the default 64
+    result = qatune("ask", tiny_bert, "-q", long_question, "-c", CUP_FINAL, "--no-bf16")
+    assert "1 question longer than max_question_length (64 tokens): answered from its first 64 tokens" in result.stderr
+    assert "max_question_length" not in qatune("ask", tiny_bert, "-q", "Who won?", "-c", CUP_FINAL, "--no-bf16").stderr
+
+    data = tmp_path / "long.jsonl"
+    records = [{"id": str(k), "question": question, "context": CUP_FINAL, "answers": {"text": ["3-0"], "answer_start": [37]}}
+               for k, question in enumerate([long_question, "What was the score?", long_question + " Where?"])]
+    data.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    said = "2 questions longer than max_question_length (64 tokens): answered from their first 64 tokens"
+    assert said in qatune("predict", tiny_bert, data, "-o", tmp_path / "p.json", "--no-bf16").stderr.splitlines()
+    assert said in qatune("evaluate", tiny_bert, data, "--no-bf16").stderr.splitlines()
+
+
+class _BoundTo:
+    """A socket's stand-in: only its port is read."""
+
+    def getsockname(self):
+        return ("0.0.0.0", 8123)
+
+
+def test_the_address_said_for_every_network_is_one_a_browser_here_can_open():
+    from qatune.cli.options import address_of
+
+    assert address_of(_BoundTo(), "127.0.0.1") == "http://127.0.0.1:8123"
+    assert address_of(_BoundTo(), "0.0.0.0") == "every network, port 8123 (from this machine: http://127.0.0.1:8123)"
+    assert address_of(_BoundTo(), "::") == "every network, port 8123 (from this machine: http://[::1]:8123)"

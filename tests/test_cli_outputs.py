@@ -61,6 +61,16 @@ BAD_OUTPUTS = [
      "--report: {file} is the --dev file itself, which this would replace; write to another file", id="train --report DEV"),
     pytest.param(["train", "{file}", "--model", "{no_model}", "--output", "{tmp}/m", "--report", "{link}"],
      "--report: {link} is the training data file itself, which this would replace; write to another file", id="train --report TRAIN"),
+    # a report would replace a file that is no HTML page (a data file named by mistake)
+    pytest.param(["report", "{no_model}", "-o", "{file}"],
+     "-o/--output: {file} exists and is not an HTML page, and the report would replace it; give the report a name "
+     "of its own (ending in .html), or move that file away first", id="report -o, over another file"),
+    pytest.param(["evaluate", "{no_model}", "{no_data}", "--report", "{link}"],
+     "--report: {link} exists and is not an HTML page, and the report would replace it; give the report a name "
+     "of its own (ending in .html), or move that file away first", id="evaluate --report, over another file"),
+    pytest.param(["train", "--output", "{tmp}/m", "--report", "{file}"],
+     "--report: {file} exists and is not an HTML page, and the report would replace it; give the report a name "
+     "of its own (ending in .html), or move that file away first", id="train --report, over another file"),
     # a folder that holds files but no earlier run: the user's own
     pytest.param(["train", "{no_data}", "--model", "{no_model}", "--output", "{tmp}"],
      "{tmp} is not empty (it holds a-file, a-link) and holds no earlier training run: pass --overwrite to write the "

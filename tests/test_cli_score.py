@@ -304,3 +304,13 @@ def test_on_error_skip_says_how_many_questions_left_the_total(tmp_path):
         f"warning: {data}: 1 questions (0 unanswerable); 0 answers repaired: 0 whitespace, "
         "0 re-anchored (largest shift 0 characters); skipped: 1 questions, 1 answers\n"
     )
+
+
+def test_on_error_skip_that_skips_nothing_warns_of_nothing(tmp_path):
+    data = tmp_path / "dev.jsonl"
+    data.write_text(json.dumps({"id": "q1", "question": "Who won?", "context": "The Denver Broncos won.",
+                                "answers": {"text": ["Denver Broncos"], "answer_start": [4]}}) + "\n", encoding="utf-8")
+    predictions = write_json(tmp_path / "p.json", {"q1": "Denver Broncos"})
+    result = qatune("score", data, predictions, "--on-error", "skip", "--json")
+    assert result.returncode == 0 and json.loads(result.stdout) == {"exact_match": 100.0, "f1": 100.0}
+    assert result.stderr == ""

@@ -70,6 +70,10 @@ def test_an_earlier_run_with_checkpoints_names_resume(tiny_bert, tmp_path):
         f"error: {output} holds an earlier training run (checkpoints, metrics.jsonl): pass --resume to continue "
         f"it, --overwrite to start over there, or choose another --output\n"
     )
+    changed = qatune("train", TINY_QA, *flags, "--resume", "--seed", "3", "--lr", "1e-4", check=False)
+    assert changed.returncode == 2
+    # each changed setting named by its flag, as the command line spells it
+    assert "(--lr: was 0.0002, now 0.0001; --seed: was 42, now 3)" in changed.stderr, changed.stderr
     longer = qatune("train", TINY_QA, *flags[:-len(WINDOW_FLAGS) - 4], "--epochs", "2", "--no-bf16", "--quiet",
                     *WINDOW_FLAGS, "--resume", "--json")
     assert json.loads(longer.stdout)["epochs"] == 2
@@ -116,17 +120,34 @@ def test_transfer_questions_without_a_teacher_are_refused_naming_both_flags(tiny
 
 
 @pytest.mark.parametrize(
-    "flag, value, said",
+    "flags, said",
     [
-        ("--lr", "-1", "error: --lr must be between 0 and 1 (e.g. 2e-4), got -1.0"),
-        ("--grad-accum", "0", "error: --grad-accum must be a whole number of at least 1, got 0"),
-        ("--temperature", "0", "error: --temperature must be a positive number (e.g. 2.0), got 0.0"),
-        ("--max-seq-length", "0", "error: --max-seq-length must be a whole number of at least 1, got 0"),
+        (["--lr", "-1"], "error: --lr must be between 0 and 1 (e.g. 2e-4), got -1.0"),
+        (["--grad-accum", "0"], "error: --grad-accum must be a whole number of at least 1, got 0"),
+        (["--temperature", "0", "--teacher", "a-teacher"], "error: --temperature must be a positive number (e.g. 2.0), got 0.0"),
+        (["--max-seq-length", "0"], "error: --max-seq-length must be a whole number of at least 1, got 0"),
     ],
 )
-def test_a_bad_value_is_named_by_its_flag_not_by_the_python_field(tmp_path, capsys, flag, value, said):
-    assert main(["train", str(TINY_QA), "--output", str(tmp_path / "run"), flag, value]) == 2
+def test_a_bad_value_is_named_by_its_flag_not_by_the_python_field(tmp_path, capsys, flags, said):
+    assert main(["train", str(TINY_QA), "--output", str(tmp_path / "run"), *flags]) == 2
     assert capsys.readouterr().err == said + "\n"
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, said",
+    [
+        (["--distill-alpha", "0.2"], "--distill-alpha tunes a teacher to distill from, and none is asked for: add "
+                                     "--teacher, or leave --distill-alpha out"),
+        (["--temperature", "5"], "--temperature tunes a teacher to distill from, and none is asked for: add "
+                                 "--teacher, or leave --temperature out"),
+        (["--lora-rank", "4"], "--lora-rank tunes LoRA adapters, and none is asked for: add --lora, or leave "
+                               "--lora-rank out"),
+    ],
+)
+def test_a_flag_that_tunes_a_feature_not_asked_for_is_refused(tmp_path, capsys, extra, said):
+    assert main(["train", str(TINY_QA), "--output", str(tmp_path / "run"), *extra]) == 2
+    assert capsys.readouterr().err == f"error: {said}\n"
     assert not (tmp_path / "run").exists()
 
 
@@ -150,7 +171,7 @@ def test_a_transfer_sets_answers_are_never_read(tiny_bert, tmp_path):
     flags = ("--model", tiny_bert, "--teacher", tiny_bert, "--output", output, "--transfer", transfer, "--save-every", "1",
              "--keep-checkpoints", "--no-bf16", *WINDOW_FLAGS, "--json")
     result = qatune("train", TINY_QA, "--epochs", "1", *flags)
-    assert f"{transfer}: 4 questions (answers not read); " in result.stderr
+    assert f"{transfer}: 4 questions (answers not read); skipped: 0 questions\n" in result.stderr
     assert json.loads(result.stdout)["counts"]["transfer_questions"] == 4
     # other answers are no other transfer set: the run resumes
     transfer_file(transfer, [{"answers": []}] * 4)

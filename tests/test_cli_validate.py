@@ -130,6 +130,26 @@ def test_an_unreadable_file_exits_2_without_a_traceback(tmp_path):
     )
 
 
+def test_a_file_that_cannot_be_read_does_not_hide_the_reports_of_the_others(tmp_path):
+    missing, empty = tmp_path / "nope.json", tmp_path / "empty.json"
+    empty.write_text("", encoding="utf-8")
+    result = qatune("validate", NEEDS_REPAIR, missing, empty)
+    assert result.returncode == 2
+    assert result.stdout.startswith(f"{NEEDS_REPAIR} (squad layout, --on-error repair)")
+    assert result.stderr == (
+        f"error: {missing}: expected a data file, found no such file; check the path\n"
+        f"error: {empty}: expected JSON data, found an empty file; add the data\n"
+    )
+    as_json = qatune("validate", "--json", missing, NEEDS_REPAIR)
+    assert as_json.returncode == 2
+    document = json.loads(as_json.stdout)
+    assert document["ok"] is False
+    assert document["files"][0] == {
+        "path": str(missing), "ok": False, "error": f"{missing}: expected a data file, found no such file; check the path",
+    }
+    assert document["files"][1]["path"] == str(NEEDS_REPAIR) and document["files"][1]["ok"] is True
+
+
 def test_json_output_for_one_and_for_several_files(tmp_path):
     one = qatune("validate", NEEDS_REPAIR, "--json")
     assert one.returncode == 0

@@ -194,8 +194,8 @@ def test_large_weights_go_beside_the_graph(tiny_distilbert, tmp_path, monkeypatc
     ),
     (
         {"opset": 17}, SettingsError,
-        "opset must be a whole number of at least 18 (older opsets cannot express the exported graph), "
-        "got 17; leave it out to use the exporter's default",
+        "--opset: expected a whole number of at least 18 (older opsets cannot express the exported graph), "
+        "found 17; leave it out to use the exporter's default",
     ),
 ])
 def test_bad_export_arguments_say_what_to_fix(arguments, error, message, tiny_bert, tmp_path):
@@ -287,6 +287,17 @@ def test_loading_a_missing_or_broken_onnx_file(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"not a graph")
     with pytest.raises(ModelError, match=r"model.onnx: ONNX Runtime cannot load this file \("):
         load_onnx(tmp_path)
+
+
+def test_an_export_folder_that_lost_its_graph_says_so_not_that_torch_weights_are_missing(exported, tmp_path):
+    folder = shutil.copytree(exported("bert"), tmp_path / "export")
+    (folder / "model.onnx").unlink()
+    with pytest.raises(ModelError) as raised:
+        QAModel.from_pretrained(folder)
+    assert str(raised.value) == (
+        f"{folder}: its qatune.json records an onnx export, but the folder has no model.onnx; copy the whole export "
+        "folder again, or export the model again (`qatune export`)"
+    )
 
 
 def test_missing_onnx_packages_say_how_to_install_them(exported, tiny_bert, tmp_path, monkeypatch):
@@ -400,6 +411,10 @@ def test_cli_int8_export_without_dev_data_says_its_answers_were_not_checked(tiny
         "error: --opset: an opset is the version of an ONNX graph (model.onnx), for --format onnx",
     ),
     (
+        ["MODEL", "--format", "onnx", "-o", "{tmp}/onnx", "--opset", "17"],
+        "error: --opset: expected a whole number of at least 18",
+    ),
+    (
         ["MODEL", "--format", "onnx", "-o", "{tmp}/onnx", "--quantize", "int4"],
         "qatune export: error: argument --quantize: invalid choice: 'int4'",
     ),
@@ -419,6 +434,7 @@ def test_cli_bad_arguments_exit_2_with_a_message(arguments, message, tiny_bert, 
 
     assert completed.returncode == 2
     assert message.format(**place) in completed.stderr
+    assert "exporting" not in completed.stderr  # refused before any work begins
     assert not (tmp_path / "onnx").exists()
 
 

@@ -4,6 +4,7 @@ and model names that are neither a folder nor reachable, as a user meets them on
 from __future__ import annotations
 
 import http.server
+import json
 import shutil
 import socket
 import subprocess
@@ -283,6 +284,48 @@ def test_a_bad_value_in_qatune_json_is_a_clear_error_naming_the_file(model_copy)
         f"{model_copy / 'qatune.json'}: the saved settings are not valid (null_threshold must be a probability "
         f"between 0 and 1, got 'abc'); fix the value there, or copy the file again from the trained model",
     )
+
+
+FIX_THE_CARD = "copy it again from the trained model, or delete it to use the default settings"
+
+
+@pytest.mark.parametrize(
+    "text, said",
+    [
+        ("[1, 2]", "expected a JSON object with a 'settings' object; found a list; " + FIX_THE_CARD),
+        ('{"foo": 1}', "expected a 'settings' object (what qatune writes there); found none; " + FIX_THE_CARD),
+        ('{"settings": "abc"}', "expected a 'settings' object (what qatune writes there); found a string; " + FIX_THE_CARD),
+    ],
+)
+def test_a_qatune_json_of_another_shape_is_an_error_that_says_what_to_do(model_copy, text, said):
+    (model_copy / "qatune.json").write_text(text)
+    assert_clear_error(qatune("ask", model_copy, *ASK, check=False), f"{model_copy / 'qatune.json'}: {said}")
+
+
+def test_saved_windows_longer_than_the_model_takes_name_the_file_not_a_flag(model_copy):
+    (model_copy / "qatune.json").write_text('{"settings": {"max_seq_length": 4096}}')
+    assert_clear_error(
+        qatune("ask", model_copy, *ASK, check=False),
+        f"{model_copy / 'qatune.json'}: the saved settings do not fit this model (max_seq_length (4096) is longer "
+        f"than this model accepts (512 tokens)); fix the value there, or copy the file again from the trained model",
+    )
+
+
+def test_a_byte_order_mark_is_read_and_unknown_settings_are_named(model_copy):
+    settings = '{"settings": {"max_seq_length": 64, "doc_stride": 16, "max_question_length": 16, "colour": "red"}}'
+    (model_copy / "qatune.json").write_bytes(b"\xef\xbb\xbf" + settings.encode())
+    result = qatune("ask", model_copy, *ASK)
+    assert json.loads(result.stdout)  # answered
+    assert f"{model_copy / 'qatune.json'}: settings this qatune does not know are ignored: colour" in result.stderr
+
+
+def test_a_folder_without_qatune_json_says_it_answers_with_the_default_settings(model_copy):
+    (model_copy / "qatune.json").unlink(missing_ok=True)
+    result = qatune("ask", model_copy, *ASK)
+    assert (
+        f"{model_copy} has no qatune.json (not trained by qatune): answering with the default settings "
+        "(windows of 384 tokens), scores not calibrated"
+    ) in result.stderr.splitlines()
 
 
 def test_model_cards_name_the_bundled_model_by_its_hub_id_not_its_folder(tiny_bert):

@@ -86,7 +86,31 @@ def export_model(
         >>> export_model("./qatune-model", "./qatune-openvino", format="openvino")  # doctest: +SKIP
         PosixPath('qatune-openvino/model.xml')
     """
+    check_export_request(model_dir, format, quantize, calibration=bool(calibration), opset=opset)
     source, target = _check_folders(model_dir, output_dir)
+    from qatune.modeling import load_qa_model, load_tokenizer
+
+    tokenizer = load_tokenizer(source)
+    model = load_qa_model(source).float().eval()
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=target) as scratch:
+        if format == "onnx":
+            graph, entry = _export_onnx(model, tokenizer, Path(scratch), source, quantize, calibration, opset)
+        else:
+            graph, entry = _export_openvino(model, tokenizer, Path(scratch), source, quantize, calibration)
+        _write_companions(source, target, tokenizer, entry)
+        _move_float32_graph(Path(scratch), target)
+        # the graph comes last, so that a folder with model.onnx / model.xml is always complete
+        _move_graph(graph, target / graph.name)
+    return target / graph.name
+
+
+def check_export_request(
+    model_dir: str | Path, format: str, quantize: str | None, *, calibration: bool, opset: int | None
+) -> None:
+    """Refuse an export that cannot be made as asked (no model folder, format, int8, calibration
+    data, opset, the packages it needs) before any work: `qatune export` calls it first of all."""
+    _check_source(model_dir)
     _check_format(format)
     _check_quantize(quantize)
     _check_opset(opset)
@@ -109,21 +133,6 @@ def export_model(
             "--quantize int8 --format openvino: expected calibration questions (--calibration DATA: a few "
             "hundred of your own, e.g. the training file), found none"
         )
-    from qatune.modeling import load_qa_model, load_tokenizer
-
-    tokenizer = load_tokenizer(source)
-    model = load_qa_model(source).float().eval()
-    target.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=target) as scratch:
-        if format == "onnx":
-            graph, entry = _export_onnx(model, tokenizer, Path(scratch), source, quantize, calibration, opset)
-        else:
-            graph, entry = _export_openvino(model, tokenizer, Path(scratch), source, quantize, calibration)
-        _write_companions(source, target, tokenizer, entry)
-        _move_float32_graph(Path(scratch), target)
-        # the graph comes last, so that a folder with model.onnx / model.xml is always complete
-        _move_graph(graph, target / graph.name)
-    return target / graph.name
 
 
 def export_onnx(model_dir: str | Path, output_dir: str | Path, *, quantize: str | None = None, opset: int | None = None) -> Path:
@@ -250,8 +259,8 @@ def compare_with_float32(
     return check
 
 
-def _check_folders(model_dir: str | Path, output_dir: str | Path) -> tuple[Path, Path]:
-    source, target = Path(model_dir), Path(output_dir)
+def _check_source(model_dir: str | Path) -> Path:
+    source = Path(model_dir)
     if not source.is_dir():
         found = "a file" if source.exists() else "nothing"
         raise ModelError(
@@ -259,6 +268,11 @@ def _check_folders(model_dir: str | Path, output_dir: str | Path) -> tuple[Path,
             f"found {found}; pass the folder that `qatune train` wrote"
         )
     check_not_an_export(source, "export from the folder with model.safetensors that `qatune train` wrote")
+    return source
+
+
+def _check_folders(model_dir: str | Path, output_dir: str | Path) -> tuple[Path, Path]:
+    source, target = _check_source(model_dir), Path(output_dir)
     if target.exists() and not target.is_dir():
         raise SettingsError(
             f"{target}: expected a folder to write the exported model into, found a file; choose another -o/--output"
@@ -288,8 +302,8 @@ def _check_opset(opset: int | None) -> None:
         return
     if not isinstance(opset, int) or isinstance(opset, bool) or opset < MIN_OPSET:
         raise SettingsError(
-            f"opset must be a whole number of at least {MIN_OPSET} (older opsets cannot express the "
-            f"exported graph), got {opset!r}; leave it out to use the exporter's default"
+            f"--opset: expected a whole number of at least {MIN_OPSET} (older opsets cannot express the "
+            f"exported graph), found {opset!r}; leave it out to use the exporter's default"
         )
 
 
@@ -321,6 +335,9 @@ def _export_graph(model, tokenizer, input_names: list[str], file: Path, source: 
     inputs = {name: sample[name] for name in input_names}
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     file.parent.mkdir(parents=True)
+    # the exporter logs each torchvision operator it skips when torchvision is not installed:
+    # nothing this export uses, and nothing a user can act on
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         # the exporter warns about its own internals; nothing a user can act on
         warnings.filterwarnings("ignore", message=r".*(axis name|treespec|LeafSpec).*")

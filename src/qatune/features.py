@@ -131,7 +131,7 @@ def concat_windows(parts: Sequence[Windows], example_counts: Sequence[int]) -> W
 
 def make_windows(examples: Sequence[Example], tokenizer, settings: QASettings) -> Windows:
     """Tokenize every example into windows (no padding)."""
-    _check_tokenizer_room(tokenizer, settings)
+    check_tokenizer_room(tokenizer, settings)
     questions, truncated = _cut_questions([example.question for example in examples], tokenizer, settings)
     encoded = tokenizer(
         questions,
@@ -327,6 +327,12 @@ def _widen_to_whole_words(word_offsets: list[np.ndarray], words: list[np.ndarray
             word_offsets[w][mask, 1] = last[words[w][mask]]
 
 
+def count_cut_questions(questions: Sequence[str], tokenizer, settings: QASettings) -> int:
+    """How many of `questions` are longer than `max_question_length` tokens: windows hold their
+    first tokens only (what answering reports, as training does)."""
+    return _cut_questions(list(questions), tokenizer, settings)[1]
+
+
 def _cut_questions(questions: list[str], tokenizer, settings: QASettings) -> tuple[list[str], int]:
     """Cut questions longer than `max_question_length` tokens at a token border."""
     limit = settings.max_question_length
@@ -340,7 +346,8 @@ def _cut_questions(questions: list[str], tokenizer, settings: QASettings) -> tup
     return cut, truncated
 
 
-def _check_tokenizer_room(tokenizer, settings: QASettings) -> None:
+def check_tokenizer_room(tokenizer, settings: QASettings) -> None:
+    """A SettingsError when the windows the settings ask for do not fit this tokenizer and model."""
     special = tokenizer.num_special_tokens_to_add(pair=True)
     room = settings.max_seq_length - settings.max_question_length - special
     if settings.doc_stride >= room:

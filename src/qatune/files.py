@@ -31,6 +31,18 @@ def with_default_permissions(*paths: str | Path) -> None:
             os.chmod(path, mode)
 
 
+@contextmanager
+def naming_the_file(path: str | Path) -> Iterator[None]:
+    """Let an OSError raised while writing `path` name it: a full disk's error comes from the
+    write itself, without a file name, and the command line then could not say which file."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from None
+
+
 # --- output paths, checked before any slow work --------------------------------------------------
 #
 # The rule of every command: an output FILE must go into a folder that exists (qatune creates no
@@ -58,6 +70,24 @@ def check_output_file(option: str, path: str | Path) -> Path:
             f"{option}: cannot replace {path} (no write permission); choose another path or change its permissions"
         )
     return path
+
+
+def check_report_file(option: str, path: str | Path) -> Path:
+    """`check_output_file`, and refuse to replace a file that is not an HTML page: a data file
+    named by mistake (`qatune train --report data.json`) would be lost for a report."""
+    path = check_output_file(option, path)
+    if path.is_file() and path.stat().st_size > 0 and not _is_an_html_page(path):
+        raise SettingsError(
+            f"{option}: {path} exists and is not an HTML page, and the report would replace it; "
+            "give the report a name of its own (ending in .html), or move that file away first"
+        )
+    return path
+
+
+def _is_an_html_page(path: Path) -> bool:
+    with open(path, "rb") as file:
+        start = file.read(512).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return start.startswith((b"<!doctype html", b"<html"))
 
 
 def check_distinct_paths(outputs, inputs=()) -> None:

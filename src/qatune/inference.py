@@ -20,11 +20,11 @@ from qatune.calibration import Calibration, TemperatureFit
 from qatune.data import Example
 from qatune.decoding import Answer, Decoded, answer_logits, best_answer, close_call_margin, decode
 from qatune.engines import Engine, check_engine_name, load_engine
-from qatune.errors import SettingsError
+from qatune.errors import ModelError, SettingsError
 from qatune.evaluation import Evaluation, evaluate_decoded, robust_null_threshold
-from qatune.features import Windows, make_windows
+from qatune.features import Windows, check_tokenizer_room, make_windows
 from qatune.modeling import check_tokenizer_fits, load_config, load_tokenizer, locate_model, model_vocab_size
-from qatune.settings import QASettings, read_settings
+from qatune.settings import SETTINGS_FILE, QASettings, read_settings
 
 # Examples are answered in chunks: windows are cut, answered and decoded a chunk at a time, so
 # that memory does not grow with the number of questions. A chunk ends at this many examples or
@@ -104,6 +104,19 @@ def decode_examples(
     ]
 
 
+def _check_saved_settings_fit(tokenizer, settings: QASettings, source) -> None:
+    """The settings saved with a model fit its tokenizer; else an error naming the file they
+    came from (the command-line fix that training's message ends with does not apply here)."""
+    try:
+        check_tokenizer_room(tokenizer, settings)
+    except SettingsError as error:
+        fact = str(error).rpartition("; ")[0] or str(error)
+        raise ModelError(
+            f"{Path(source) / SETTINGS_FILE}: the saved settings do not fit this model ({fact}); fix the value "
+            "there, or copy the file again from the trained model"
+        ) from None
+
+
 @dataclass
 class QAModel:
     """A question-answering model: an answering engine, its tokenizer and the settings it was
@@ -133,6 +146,7 @@ class QAModel:
         source = locate_model(path)
         settings = read_settings(source) if Path(source).is_dir() else QASettings()
         tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
+        _check_saved_settings_fit(tokenizer, settings, source)
         if Path(source).is_dir():  # config.json read as JSON: loading a transformers config imports torch
             config = SimpleNamespace(vocab_size=model_vocab_size(source))
         else:

@@ -9,6 +9,8 @@ transformers model (no peft needed to load or answer it).
 
 from __future__ import annotations
 
+import warnings
+
 from qatune.errors import ModelError, SettingsError
 
 # Attention projections that get adapters, by the names BERT-family encoders give them.
@@ -32,7 +34,11 @@ def with_lora(model, *, rank: int = 8, alpha: int = 16, dropout: float = 0.05):
             "--lora handles BERT-family encoders; train without it"
         )
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, modules_to_save=list(HEAD_NAMES))
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # peft asks the model a question transformers has renamed: its deprecation notice is
+        # about peft's code, nothing a user of qatune can act on
+        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def merged(model):

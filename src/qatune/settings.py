@@ -10,6 +10,7 @@ cuts windows and picks spans the same way.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -120,23 +121,37 @@ def read_model_card(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / SETTINGS_FILE
     if not path.is_file():
         return {"settings": QASettings().to_dict()}
+    fix = "copy it again from the trained model, or delete it to use the default settings"
     try:
-        card = json.loads(path.read_text(encoding="utf-8"))
+        card = json.loads(path.read_text(encoding="utf-8-sig"))  # a byte order mark, as editors may add, is skipped
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ModelError(
-            f"{path}: expected the JSON settings file qatune writes, but it cannot be read ({error}); "
-            f"delete it to use the default settings, or copy it again from the trained model"
+            f"{path}: expected the JSON settings file qatune writes, but it cannot be read ({error}); {fix}"
         ) from None
-    if not isinstance(card, dict) or not isinstance(card.get("settings", {}), dict):
-        raise ModelError(f"{path}: expected a JSON object with a 'settings' object; found {type(card).__name__}")
+    if not isinstance(card, dict):
+        raise ModelError(f"{path}: expected a JSON object with a 'settings' object; found a {_json_type(card)}; {fix}")
+    if not isinstance(card.get("settings"), dict):
+        found = "none" if "settings" not in card else f"a {_json_type(card['settings'])}"
+        raise ModelError(f"{path}: expected a 'settings' object (what qatune writes there); found {found}; {fix}")
     return card
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "list", str: "string", bool: "true or false", type(None): "null"}
+    return names.get(type(value), "number")
 
 
 def read_settings(directory: str | Path) -> QASettings:
     """The settings saved in a model directory (the defaults when it has no `qatune.json`);
     a bad value is an error that names the file."""
+    saved = read_model_card(directory)["settings"]
+    unknown = sorted(set(saved) - {f.name for f in fields(QASettings)})
+    if unknown:  # from a later qatune, or mistyped: said, since they change nothing here
+        logging.getLogger("qatune").warning(
+            "%s: settings this qatune does not know are ignored: %s", Path(directory) / SETTINGS_FILE, ", ".join(unknown)
+        )
     try:
-        return QASettings.from_dict(read_model_card(directory).get("settings", {}))
+        return QASettings.from_dict(saved)
     except (SettingsError, TypeError) as error:
         raise ModelError(
             f"{Path(directory) / SETTINGS_FILE}: the saved settings are not valid ({error}); fix the "

@@ -69,6 +69,11 @@ class AnnotationStore:
     def _open(self, format: str):
         if not self.source.parent.is_dir():
             raise DataError(f"{self.source}: the folder {self.source.parent} does not exist; create it or give another path")
+        if self.source.is_dir():
+            raise DataError(
+                f"{self.source}: expected a data file, found a folder; pass the JSON file inside it, "
+                "or a new file's name (ending in .json) to start one"
+            )
         self.target = self.source  # until another layout sends the data elsewhere
         try:
             with self._file_lock():  # nothing changes the file between reading it and its version

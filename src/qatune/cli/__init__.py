@@ -1,7 +1,7 @@
 """The `qatune` command line: one module per command, each with `add_parser` and `run`.
 
 Every command returns an exit code; a QATuneError is printed as `error: ...` with no
-traceback and exit code 2. Each command checks the paths it writes before any slow work
+traceback and exit code 2, and so is a failed read or write of a named file (a full disk). Each command checks the paths it writes before any slow work
 (`qatune.files.check_output_file` / `check_output_folder`): an output file's folder must exist,
 an output folder is created with its parents. When the reader of stdout stops early
 (`qatune validate F | head -1`), the command stops quietly with exit code 141, as a tool killed
@@ -68,6 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         return _stdout_closed()
     except QATuneError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.filename is None:  # not about a file the user named: a fault to see in full
+            raise
+        # what the checks before any work cannot foresee: a full disk, a file system that refuses
+        print(f"error: {error.filename}: {error.strerror or error} (the command stopped there); "
+              "check the path, its permissions and the free space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     context = args.context if args.context is not None else _read_context(args.context_file)
     model = options.load_model(args)
     answers = model.ask(args.question, context, top_k=args.top_k)
+    options.say_cut_questions(model, [args.question])
     print(json.dumps([asdict(answer) for answer in answers], indent=2, ensure_ascii=False))
     options.say_engine(model, args)
     return 0

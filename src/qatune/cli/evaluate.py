@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from qatune.cli import options
-from qatune.files import check_distinct_paths, check_output_file, check_output_folder
+from qatune.files import check_distinct_paths, check_output_folder, check_report_file
 
 PREDICTIONS_FILE, NA_PROBS_FILE = "predictions.json", "na_probs.json"  # what --output holds
 
@@ -32,10 +32,10 @@ def run(args: argparse.Namespace) -> int:
     # output paths first: a bad one must not cost the reading, loading and answering before it
     if args.output:
         check_output_folder("--output", args.output)
-    if args.report:
-        check_output_file("--report", args.report)
     written = [("--output", Path(args.output) / name if args.output else None) for name in (PREDICTIONS_FILE, NA_PROBS_FILE)]
     check_distinct_paths([*written, ("--report", args.report)], [("data", args.data)])
+    if args.report:
+        check_report_file("--report", args.report)
     options.quiet_libraries(import_torch=False)
     options.limit_heap_fragmentation()
     from qatune.evaluation import evaluate_decoded
@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     say = options.say_on_stderr if is_main_process() else None
     examples, data_report = options.read_examples_and_report(args.data, args, say)
     model = options.load_model(args)
+    if say is not None:
+        options.say_cut_questions(model, [example.question for example in examples], say)
     # under torchrun / accelerate launch each process answers its share; the main one scores
     decoded = predict_across_processes(model, examples, batch_size=args.batch_size, progress=not args.json)
     if decoded is None:

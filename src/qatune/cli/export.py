@@ -30,7 +30,8 @@ from qatune.errors import SettingsError
 from qatune.files import check_folder_to_replace, check_output_folder, replacing_contents
 # qatune.export and qatune.settings import torch, onnx and openvino only when used: cheap to import here
 from qatune.export import (
-    FORMATS, MAX_F1_LOSS, MIN_AGREEMENT, MIN_OPSET, QUANTIZE_CHOICES, ExportCheck, compare_with_float32, export_model,
+    FORMATS, MAX_F1_LOSS, MIN_AGREEMENT, MIN_OPSET, QUANTIZE_CHOICES, ExportCheck, check_export_request,
+    compare_with_float32, export_model,
 )
 from qatune.modelcard import cpu_flags, cpu_name
 from qatune.settings import read_model_card
@@ -73,9 +74,10 @@ def run(args: argparse.Namespace) -> int:
     # the output folder first: a bad one must not cost the reading and converting before it
     check_output_folder("-o/--output", args.output)
     check_folder_to_replace("-o/--output", args.output, overwrite=args.overwrite, source=args.model)
-    options.quiet_libraries()
     if args.calibration and not args.quantize:
         raise SettingsError("--calibration: calibration data is for int8; add --quantize int8, or leave --calibration out")
+    check_export_request(args.model, engine_format, args.quantize, calibration=args.calibration is not None, opset=args.opset)
+    options.quiet_libraries()
     # data files are read first: a bad file fails before the export's work
     calibration = options.read_examples(args.calibration, args, options.say_on_stderr) if args.calibration else None
     dev_examples = options.read_examples(args.dev, args, options.say_on_stderr) if args.dev else None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from qatune.cli import argtypes
 from qatune.errors import SettingsError
+from qatune.settings import SETTINGS_FILE
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +60,26 @@ def load_model(args: argparse.Namespace):
     )
     if "torch" in sys.modules:
         logging.getLogger("torch").setLevel(logging.ERROR)
+    folder = Path(args.model).expanduser()
+    if folder.is_dir() and not (folder / SETTINGS_FILE).is_file():  # a model from elsewhere: said, not guessed
+        say_on_stderr(
+            f"{folder} has no {SETTINGS_FILE} (not trained by qatune): answering with the default settings "
+            f"(windows of {model.settings.max_seq_length} tokens), scores not calibrated"
+        )
     return model
+
+
+def say_cut_questions(model, questions, say=None) -> None:
+    """Say (on stderr) how many questions answering cuts to the model's max_question_length."""
+    from qatune.features import count_cut_questions
+    from qatune.wording import counted
+
+    cut = count_cut_questions(questions, model.tokenizer, model.settings)
+    if cut:
+        (say or say_on_stderr)(
+            f"{counted(cut, 'question')} longer than max_question_length ({model.settings.max_question_length} "
+            f"tokens): answered from {'its' if cut == 1 else 'their'} first {model.settings.max_question_length} tokens"
+        )
 
 
 def say_engine(model, args: argparse.Namespace) -> None:
@@ -82,8 +102,10 @@ def read_examples_and_report(path, args: argparse.Namespace, say=None, answers: 
     examples, report = read_dataset(path, format=args.format, on_error=args.on_error, answers=answers)
     report.raise_for_errors()
     if say is not None:
-        answered = f"{report.unanswerable} unanswerable" if answers else "answers not read"
-        say(f"{path}: {len(examples)} questions ({answered}); {report.repair_line()}")
+        if answers:
+            say(f"{path}: {len(examples)} questions ({report.unanswerable} unanswerable); {report.repair_line()}")
+        else:  # nothing about answers to say: none were read
+            say(f"{path}: {len(examples)} questions (answers not read); skipped: {report.skipped_questions} questions")
     return examples, report
 
 
@@ -141,7 +163,10 @@ def quiet_libraries(import_torch: bool = True) -> None:
 
 def write_json(path, value) -> None:
     """Write a JSON file the way every command does: UTF-8, indented, newline at the end."""
-    Path(path).write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    from qatune.files import naming_the_file
+
+    with naming_the_file(path):
+        Path(path).write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -191,4 +216,6 @@ def run_server(app, sock: socket.socket, host: str, log_level: str, **config) ->
 def address_of(sock: socket.socket, host: str) -> str:
     """The URL a bound socket answers at (its real port when --port 0 asked for any)."""
     port = sock.getsockname()[1]
+    if host in ("0.0.0.0", "::", "[::]"):  # every network: no browser opens that address itself
+        return f"every network, port {port} (from this machine: http://{'[::1]' if ':' in host else '127.0.0.1'}:{port})"
     return f"http://{'[' + host + ']' if ':' in host else host}:{port}"

@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     say = options.say_on_stderr if is_main_process() else None
     examples = options.read_examples_and_report(args.data, args, say, answers=False)[0]
     model = options.load_model(args)
+    if say is not None:
+        options.say_cut_questions(model, [example.question for example in examples], say)
     # under torchrun / accelerate launch each process answers its share; the main one writes
     decoded = predict_across_processes(model, examples, batch_size=args.batch_size, top_k=args.top_k, progress=True)
     if decoded is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from qatune.cli import options
-from qatune.files import check_distinct_paths, check_output_file
+from qatune.files import check_distinct_paths, check_report_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,8 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from qatune.report import check_model_folder, write_report
 
-    check_output_file("-o/--output", args.output)  # before reading data or loading a model, as are the next
+    # before reading data or loading a model
     check_distinct_paths([("-o/--output", args.output)], [("--data", args.data)])
+    check_report_file("-o/--output", args.output)
     check_model_folder(args.model)
     examples = validation = model = None
     if args.data:

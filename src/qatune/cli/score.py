@@ -57,8 +57,11 @@ def run(args: argparse.Namespace) -> int:
             f"--na-prob-thresh: expected a number from 0 to 1, found {args.na_prob_thresh}; "
             "a question counts as unanswered when its no-answer probability is above it"
         )
-    say = _warn if args.on_error == "skip" else None  # skipped questions leave the total: say so
-    examples = options.read_examples(args.data, args, say)
+    # skipped questions leave the totals: a warning then, and silence when nothing was skipped
+    lines: list[str] = []
+    examples, report = options.read_examples_and_report(args.data, args, lines.append)
+    if args.on_error == "skip" and (report.skipped_questions or report.skipped_answers):
+        _warn(lines[0])
     if not examples:
         raise DataError(f"{args.data}: no questions found; expected data with questions to score")
     predictions = read_predictions(args.predictions)

@@ -18,7 +18,7 @@ from pathlib import Path
 from qatune.cli import argtypes, options
 from qatune.errors import SettingsError
 from qatune.wording import counted
-from qatune.files import check_distinct_paths, check_output_file, check_output_folder
+from qatune.files import check_distinct_paths, check_output_folder, check_report_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,9 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", metavar="MODEL",
                         help="distill from this fine-tuned model (same tokenizer as --model): the student also learns "
                              "its start and end distributions")
-    parser.add_argument("--distill-alpha", type=float, default=0.5, metavar="A",
+    parser.add_argument("--distill-alpha", type=float, default=None, metavar="A",
                         help="with --teacher: loss = A * gold + (1 - A) * T^2 * KL(teacher || student) (default: 0.5)")
-    parser.add_argument("--temperature", type=float, default=2.0, metavar="T",
+    parser.add_argument("--temperature", type=float, default=None, metavar="T",
                         help="with --teacher: the softmax temperature of the distillation (default: 2.0)")
     parser.add_argument("--distill-hidden", type=float, default=0.0, metavar="H",
                         help="with --teacher: also learn the teacher's hidden states, adding H * (1 - cosine) per "
@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora", action="store_true",
                         help="train LoRA adapters on the attention (and the QA head) instead of every weight; merged "
                              "into the weights on save (needs peft: pip install \"qatune[lora]\")")
-    parser.add_argument("--lora-rank", type=argtypes.whole_number_from_one, default=8, metavar="R",
+    parser.add_argument("--lora-rank", type=argtypes.whole_number_from_one, default=None, metavar="R",
                         help="with --lora: the adapters' rank (default: 8)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model's repository")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -122,7 +122,13 @@ def run(args: argparse.Namespace) -> int:
         from qatune.report import write_report
 
         report_path = Path(args.report) if args.report else result.output_dir / "report.html"
-        write_report(result.output_dir, report_path, examples=dev_examples, validation=dev_report, log=say)
+        try:
+            write_report(result.output_dir, report_path, examples=dev_examples, validation=dev_report, log=say)
+        except OSError as error:  # the model is written: say so, and how to write its report later
+            raise SettingsError(
+                f"--report: could not write {report_path} ({error.strerror or error}); the model is written to "
+                f"{result.output_dir}: `qatune report {result.output_dir} -o FILE` writes its report"
+            ) from None
 
     summary = {
         "output": str(result.output_dir),
@@ -158,11 +164,11 @@ def _check_outputs(args: argparse.Namespace) -> None:
     output = Path(args.output)
     # a report file in a model folder that training has yet to create is checked with that folder
     in_new_model_folder = not output.exists() and Path(args.report or "").parent.resolve() == output.resolve()
-    if args.report and not in_new_model_folder:
-        check_output_file("--report", args.report)
     report = (args.report or output / "report.html") if args.report is not None else None
     data = [("training data", args.train), ("--dev", args.dev), ("--transfer", args.transfer)]
     check_distinct_paths([("--report", report)], data)
+    if args.report and not in_new_model_folder:
+        check_report_file("--report", args.report)
 
 
 def _printer(args):
@@ -176,7 +182,10 @@ def _printer(args):
 
 
 # TrainingArguments and QASettings name their fields in errors; the command line has flags.
-_FLAGS = {"learning_rate": "--lr", "gradient_accumulation_steps": "--grad-accum", "distill_temperature": "--temperature"}
+_FLAGS = {
+    "learning_rate": "--lr", "gradient_accumulation_steps": "--grad-accum", "distill_temperature": "--temperature",
+    "bf16": "--no-bf16", "align_to_words": "--no-align-to-words",
+}
 
 
 @contextmanager
@@ -200,18 +209,41 @@ def _errors_named_by_flags() -> Iterator[None]:
         first = message.partition(" ")[0].rstrip(":")
         if first in fields:  # the field it is about
             message = flag(first) + message[len(first):]
-        # and any other field named with an underscore (never a plain word such as "model")
+        # and any other field named with an underscore (never a plain word such as "model"), or
+        # named as a refused resume names each changed one ("seed: was 42, now 3")
         named = re.compile(r"(?<![\w-])(" + "|".join(sorted((f for f in fields if "_" in f), key=len, reverse=True)) + r")\b")
         renamed = named.sub(lambda match: flag(match.group(1)), message)
+        changed = re.compile(r"(?<=[(;] )(" + "|".join(sorted(fields, key=len, reverse=True)) + r")(?=: was )")
+        renamed = changed.sub(lambda match: flag(match.group(1)), renamed)
         if renamed == str(error):
             raise
         raise SettingsError(renamed) from None
+
+
+# Flags that tune another flag's feature: given without it, they would change nothing, silently.
+_TUNING_FLAGS = {
+    "distill_alpha": ("--distill-alpha", "teacher", "--teacher", "a teacher to distill from"),
+    "temperature": ("--temperature", "teacher", "--teacher", "a teacher to distill from"),
+    "lora_rank": ("--lora-rank", "lora", "--lora", "LoRA adapters"),
+}
+
+
+def _refuse_flags_without_their_feature(args: argparse.Namespace) -> None:
+    for name, (flag, needed, needed_flag, feature) in _TUNING_FLAGS.items():
+        if getattr(args, name) is not None and not getattr(args, needed):
+            raise SettingsError(f"{flag} tunes {feature}, and none is asked for: add {needed_flag}, or leave {flag} out")
+
+
+def _given_or_default(value, default):
+    return default if value is None else value
 
 
 def _arguments(args: argparse.Namespace, on_sample: bool):
     """The run's TrainingArguments (with its QASettings), from the command line."""
     from qatune.settings import QASettings
     from qatune.training import DEFAULT_LEARNING_RATE, TrainingArguments
+
+    _refuse_flags_without_their_feature(args)
 
     settings = QASettings(
         max_seq_length=args.max_seq_length,
@@ -240,11 +272,11 @@ def _arguments(args: argparse.Namespace, on_sample: bool):
         trust_remote_code=args.trust_remote_code,
         evaluate_untrained=on_sample or args.report is not None,
         teacher=args.teacher,
-        distill_alpha=args.distill_alpha,
-        distill_temperature=args.temperature,
+        distill_alpha=_given_or_default(args.distill_alpha, TrainingArguments.distill_alpha),
+        distill_temperature=_given_or_default(args.temperature, TrainingArguments.distill_temperature),
         distill_hidden=args.distill_hidden,
         lora=args.lora,
-        lora_rank=args.lora_rank,
+        lora_rank=_given_or_default(args.lora_rank, TrainingArguments.lora_rank),
         settings=settings,
     )
     return training_arguments

@@ -12,7 +12,8 @@
       verdict: OK: 4 questions ready to use (0 unanswerable)
 
 Exit code 0 when every file is usable, 1 when a file has errors under the chosen policy,
-2 when a file cannot be read at all. `--write-fixed OUT` writes one file as it was read (its
+2 when a file cannot be read at all (the other files are still reported; its error comes last,
+on stderr, and under --json in its place in "files" as {"path", "ok": false, "error"}). `--write-fixed OUT` writes one file as it was read (its
 layout, its articles, every field qatune does not know), changed only where an answer was
 repaired, where --on-error skip dropped something, and where an id was generated.
 """
@@ -27,7 +28,7 @@ from pathlib import Path
 from qatune.cli import argtypes
 # qatune.data is plain Python (no torch): cheap to import at the top
 from qatune.data import FORMATS, POLICIES, ValidationReport, read_dataset, write_fixed
-from qatune.errors import SettingsError
+from qatune.errors import DataError, SettingsError
 from qatune.files import check_output_file
 
 
@@ -63,21 +64,37 @@ def run(args: argparse.Namespace) -> int:
         _, report, done = fixed
         reports = [report]
         written = _written(args.write_fixed, report, done)
+    elif len(args.files) == 1:  # one file that cannot be read: its error alone, as every command says it
+        reports = [read_dataset(args.files[0], format=args.format, on_error=args.on_error)[1]]
     else:
-        reports = [read_dataset(path, format=args.format, on_error=args.on_error)[1] for path in args.files]
+        reports = [_report_or_error(path, args) for path in args.files]
 
     if args.json:
-        dicts = [report.to_dict() for report in reports]
+        dicts = [report.to_dict() if isinstance(report, ValidationReport) else report for report in reports]
         if written is not None:
             dicts[0]["written"] = written
-        document = dicts[0] if len(dicts) == 1 else {"files": dicts, "ok": all(r.ok for r in reports)}
+        document = dicts[0] if len(dicts) == 1 else {"files": dicts, "ok": all(r["ok"] for r in dicts)}
         print(json.dumps(document, ensure_ascii=False, indent=2))
     else:
-        print("\n\n".join(report.summary(args.max_problems) for report in reports))
+        print("\n\n".join(report.summary(args.max_problems) for report in reports if isinstance(report, ValidationReport)))
+    unreadable = [report["error"] for report in reports if isinstance(report, dict)]
+    for message in unreadable:
+        print(f"error: {message}", file=sys.stderr)
     if written is not None:
         stream = sys.stderr if args.json else sys.stdout
         print(written["message"], file=stream)
+    if unreadable:
+        return 2
     return 0 if all(report.ok for report in reports) else 1
+
+
+def _report_or_error(path: str, args: argparse.Namespace) -> ValidationReport | dict:
+    """A file's report, or, when it cannot be read at all, what `--json` says of it: one file
+    that cannot be read does not hide the reports of the others."""
+    try:
+        return read_dataset(path, format=args.format, on_error=args.on_error)[1]
+    except DataError as error:
+        return {"path": str(path), "ok": False, "error": str(error)}
 
 
 def _check_write_fixed(args: argparse.Namespace) -> None:

@@ -44,11 +44,27 @@ def folder_engine(folder: str | Path) -> str:
     """The engine a model folder's weights are for: "openvino" (model.xml, an export),
     "onnx" (model.onnx, an export) or "torch" (safetensors weights, or a hub id)."""
     path = Path(folder)
-    if (path / OPENVINO_FILE).is_file():
-        return "openvino"
-    if (path / ONNX_FILE).is_file():
-        return "onnx"
+    for kind, graph in EXPORT_GRAPHS.items():
+        if (path / graph).is_file():
+            return kind
+    recorded = _recorded_engine(path)
+    if recorded in EXPORT_GRAPHS:  # an export that lost its graph: not a folder of torch weights
+        raise ModelError(
+            f"{path}: its qatune.json records {with_article(recorded)} export, but the folder has no "
+            f"{EXPORT_GRAPHS[recorded]}; copy the whole export folder again, or export the model again (`qatune export`)"
+        )
     return "torch"
+
+
+EXPORT_GRAPHS = {"openvino": OPENVINO_FILE, "onnx": ONNX_FILE}
+
+
+def _recorded_engine(folder: Path) -> str | None:
+    """The engine a folder's qatune.json says its export is for (None: no export recorded)."""
+    from qatune.settings import read_model_card
+
+    engine = read_model_card(folder).get("engine") if folder.is_dir() else None
+    return engine.get("name") if isinstance(engine, dict) else None
 
 
 def check_engine_name(engine: str) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from qatune.errors import ModelError
-from qatune.files import with_default_permissions
+from qatune.files import naming_the_file, with_default_permissions
 from qatune.report.analysis import GROUPS, QuestionResult, calibration_stats, group_counts, question_results
 from qatune.report.history import History, read_history
 
@@ -144,7 +144,7 @@ def _write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
+        with naming_the_file(path), os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text)
         with_default_permissions(temporary)  # mkstemp makes it 0600
         os.replace(temporary, path)

@@ -129,14 +129,14 @@ def create_app(
     async def answer(body: AnswerRequest, request: Request) -> dict:
         items = body.items if isinstance(body, Questions) else [body]
         if len(items) > limits.max_items:
-            raise HTTPException(413, f"{len(items)} items in one request; this server takes at most {limits.max_items} (max_items)")
+            raise HTTPException(413, f"{len(items)} items in one request; this server takes at most {limits.max_items} (`qatune serve --max-items`, ServerLimits.max_items)")
         for index, item in enumerate(items):
             if len(item.context) > limits.max_context_characters:
                 where = f"items[{index}].context" if isinstance(body, Questions) else "context"
                 raise HTTPException(
                     413,
                     f"{where} has {len(item.context)} characters; this server takes at most "
-                    f"{limits.max_context_characters} (max_context_characters): split the text",
+                    f"{limits.max_context_characters} (`qatune serve --max-context-chars`, ServerLimits.max_context_characters): split the text",
                 )
         batcher = state.ready_batcher()
         results = []
@@ -144,7 +144,7 @@ def create_app(
         try:
             decoded = await _unless_caller_leaves(request, batcher.answer(examples, max(item.top_k for item in items)))
         except LargerThanQueue as error:
-            raise HTTPException(413, f"{error} (max_queue_questions): send fewer items per request")
+            raise HTTPException(413, f"{error} (`qatune serve --max-queue`, ServerLimits.max_queue_questions): send fewer items per request")
         except QueueFull as error:
             raise HTTPException(503, f"busy: {error}; retry shortly", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         metrics.questions.inc(len(items))

@@ -30,6 +30,10 @@ def run(args: argparse.Namespace) -> int:
     options.quiet_libraries(import_torch=False)
     options.limit_heap_fragmentation()
     context = args.context if args.context is not None else _read_context(args.context_file)
+    from qatune.inference import check_text
+
+    check_text("question", args.question)  # before the model loads: a bad text costs no wait
+    check_text("context", context)
     model = options.load_model(args)
     answers = model.ask(args.question, context, top_k=args.top_k)
     options.say_cut_questions(model, [args.question])

@@ -74,6 +74,9 @@ def test_an_earlier_run_with_checkpoints_names_resume(tiny_bert, tmp_path):
     assert changed.returncode == 2
     # each changed setting named by its flag, as the command line spells it
     assert "(--lr: was 0.0002, now 0.0001; --seed: was 42, now 3)" in changed.stderr, changed.stderr
+    # a resume with nothing left to train, without --keep-checkpoints: the checkpoints it found stay
+    qatune("train", TINY_QA, *flags, "--resume")
+    assert list((output / "checkpoints").iterdir())
     longer = qatune("train", TINY_QA, *flags[:-len(WINDOW_FLAGS) - 4], "--epochs", "2", "--no-bf16", "--quiet",
                     *WINDOW_FLAGS, "--resume", "--json")
     assert json.loads(longer.stdout)["epochs"] == 2

@@ -343,6 +343,7 @@ def train(
         log(f"resumed from the checkpoint after epoch {state.epoch}; training to epoch {epochs}")
     elif processes.is_main:
         checkpoints.start_fresh(output_dir, args.overwrite)
+    resumed_from = state.epoch  # 0 for a new run
     processes.wait()
     if processes.is_main:
         metrics_log = MetricsLog(output_dir / checkpoints.METRICS_LOG, keep_through_epoch=state.epoch, log=log)
@@ -494,7 +495,9 @@ def train(
         machine=machine_description(device, use_bf16),
     )
     write_readme(output_dir)
-    if not args.keep_checkpoints:
+    # a resume that had nothing left to train keeps the checkpoints it found: they were kept on
+    # purpose, and removing them would stop a later resume with more epochs
+    if not args.keep_checkpoints and state.epoch > resumed_from:
         checkpoints.remove(output_dir)
     for warning in _no_answer_warnings(counts, dev_examples, options):
         log(warning)

@@ -13,9 +13,10 @@
 
 Exit code 0 when every file is usable, 1 when a file has errors under the chosen policy,
 2 when a file cannot be read at all (the other files are still reported; its error comes last,
-on stderr, and under --json in its place in "files" as {"path", "ok": false, "error"}). `--write-fixed OUT` writes one file as it was read (its
-layout, its articles, every field qatune does not know), changed only where an answer was
-repaired, where --on-error skip dropped something, and where an id was generated.
+on stderr, and under --json in its place in "files" as {"path", "ok": false, "error"}).
+`--write-fixed OUT` writes one file as it was read (its layout, its articles, every field
+qatune does not know), changed only where an answer was repaired, where --on-error skip
+dropped something, and where an id was generated.
 """
 
 from __future__ import annotations

@@ -311,6 +311,20 @@ def test_saved_windows_longer_than_the_model_takes_name_the_file_not_a_flag(mode
     )
 
 
+def test_a_model_whose_limit_is_below_the_default_windows_says_what_to_write(model_copy):
+    config = model_copy / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "model_max_length": 128}))
+    (model_copy / "qatune.json").unlink(missing_ok=True)
+    assert_clear_error(
+        qatune("ask", model_copy, *ASK, check=False),
+        f"{model_copy}: qatune's default settings do not fit this model (max_seq_length (384) is longer than this "
+        'model accepts (128 tokens)); write a qatune.json there with settings it accepts, e.g. {"settings": '
+        '{"max_seq_length": 128, "doc_stride": 32}}',
+    )
+    (model_copy / "qatune.json").write_text('{"settings": {"max_seq_length": 128, "doc_stride": 32}}')
+    assert json.loads(qatune("ask", model_copy, *ASK).stdout) is not None  # the suggested file is one it answers with
+
+
 def test_a_byte_order_mark_is_read_and_unknown_settings_are_named(model_copy):
     settings = '{"settings": {"max_seq_length": 64, "doc_stride": 16, "max_question_length": 16, "colour": "red"}}'
     (model_copy / "qatune.json").write_bytes(b"\xef\xbb\xbf" + settings.encode())

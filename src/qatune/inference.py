@@ -111,8 +111,14 @@ def _check_saved_settings_fit(tokenizer, settings: QASettings, source) -> None:
         check_tokenizer_room(tokenizer, settings)
     except SettingsError as error:
         fact = str(error).rpartition("; ")[0] or str(error)
+        card = Path(source) / SETTINGS_FILE
+        if not card.is_file():  # a model from elsewhere, whose limit is below qatune's defaults
+            raise ModelError(
+                f"{source}: qatune's default settings do not fit this model ({fact}); write a {SETTINGS_FILE} "
+                'there with settings it accepts, e.g. {"settings": {"max_seq_length": 128, "doc_stride": 32}}'
+            ) from None
         raise ModelError(
-            f"{Path(source) / SETTINGS_FILE}: the saved settings do not fit this model ({fact}); fix the value "
+            f"{card}: the saved settings do not fit this model ({fact}); fix the value "
             "there, or copy the file again from the trained model"
         ) from None
 

@@ -1,7 +1,8 @@
 """The `qatune` command line: one module per command, each with `add_parser` and `run`.
 
 Every command returns an exit code; a QATuneError is printed as `error: ...` with no
-traceback and exit code 2, and so is a failed read or write of a named file (a full disk). Each command checks the paths it writes before any slow work
+traceback and exit code 2, and so is a failed read or write of a named file (a full disk).
+Each command checks the paths it writes before any slow work
 (`qatune.files.check_output_file` / `check_output_folder`): an output file's folder must exist,
 an output folder is created with its parents. When the reader of stdout stops early
 (`qatune validate F | head -1`), the command stops quietly with exit code 141, as a tool killed

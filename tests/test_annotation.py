@@ -1023,8 +1023,16 @@ def test_suggestions_are_what_the_model_answers(tmp_path, model):
         expected = [asdict(a) for a in model.ask(question, contexts[paragraph], top_k=top_k)]
         assert body["answers"] == expected
         assert 0.0 <= body["no_answer_probability"] <= 1.0
+        assert body["question_cut"] is False
         for answer in body["answers"]:
             assert contexts[paragraph][answer["start"] : answer["end"]] == answer["text"]
+    # a question longer than the model reads: answered from its first tokens, and said to be cut
+    limit = view["model"]["max_question_length"]
+    assert limit == model.settings.max_question_length
+    long_question = "Which NFL team " + " ".join(["represented the AFC"] * limit) + "?"
+    body = api.post("/api/suggest", json={"paragraph": "0/0", "question": long_question, "top_k": 2}).json()
+    assert body["question_cut"] is True
+    assert body["answers"] == [asdict(a) for a in model.ask(long_question, contexts["0/0"], top_k=2)]
     default = api.post("/api/suggest", json={"paragraph": "0/0", "question": asked[0][1]}).json()
     assert default["answers"] == [asdict(a) for a in model.ask(asked[0][1], contexts["0/0"], top_k=3)]
     assert_error(api.post("/api/suggest", json={"paragraph": "7/7", "question": "Who?"}), 404, "7/7")

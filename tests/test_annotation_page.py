@@ -400,6 +400,27 @@ def test_a_selection_corrects_the_suggestions(visit, server, data_file):
     assert [(a["text"], a["answer_start"]) for a in qa["answers"]] == [(answer, start)]
 
 
+def test_a_question_longer_than_the_model_reads_is_said_to_be_cut(visit, server):
+    from playwright.sync_api import expect
+
+    page = visit.page
+    context = "The 🐉 dragon 龍 of the tale slept under Mount Emei for a thousand years."
+    visit.add_paragraph("Long question test", context)
+    limit = json.loads(server.request("GET", "/api/data")[2])["model"]["max_question_length"]
+    page.fill("#question", "Where did the dragon sleep " + " ".join(["for a thousand years"] * limit) + "?")
+    page.click("#suggest")
+    page.locator("#suggestions .suggestion-choice").first.wait_for()
+    note = page.locator("#question-cut")
+    expect(note).to_be_visible()
+    assert note.text_content() == (
+        f"This question is longer than the model reads ({limit} tokens): it answered, and training learns, "
+        f"from its first {limit} tokens only."
+    )
+    page.fill("#question", "Where did the dragon sleep?")
+    page.click("#suggest")
+    expect(note).to_have_attribute("hidden", "")  # set by the second answer
+
+
 def test_unanswerable(visit, server, data_file):
     from playwright.sync_api import expect
 

@@ -41,9 +41,14 @@ def one_window_each(examples, tokenizer, settings) -> Windows:
     return Windows(ids, None, [np.zeros((4, 2), np.int32)] * len(ids), [np.zeros((4, 2), np.int32)] * len(ids), np.arange(len(ids)))
 
 
+def cut_when_long(questions, tokenizer, settings) -> list[bool]:
+    return [question.startswith("long") for question in questions]
+
+
 @pytest.fixture(autouse=True)
 def no_tokenizer(monkeypatch):
     monkeypatch.setattr(batcher_module, "make_windows", one_window_each)
+    monkeypatch.setattr(batcher_module, "questions_cut", cut_when_long)
 
 
 def ask(batcher, question):
@@ -66,7 +71,7 @@ def test_concurrent_callers_share_a_batch_and_each_gets_its_own_answers():
         return model, results
 
     model, results = asyncio.run(scenario())
-    assert [r[0].answers[0].text for r in results] == [f"q{i}" for i in range(6)]
+    assert [r[0].decoded.answers[0].text for r in results] == [f"q{i}" for i in range(6)]
     assert model.calls == [["q0"], [f"q{i}" for i in range(1, 6)]]
 
 
@@ -86,7 +91,7 @@ def test_an_engine_that_fails_for_one_request_fails_only_that_one():
         return outcomes
 
     first, a, boom, b = asyncio.run(scenario())
-    assert a[0].answers[0].text == "a" and b[0].answers[0].text == "b" and first[0].answers[0].text == "first"
+    assert a[0].decoded.answers[0].text == "a" and b[0].decoded.answers[0].text == "b" and first[0].decoded.answers[0].text == "first"
     assert isinstance(boom, RuntimeError) and "boom" in str(boom)
 
 
@@ -139,7 +144,7 @@ def test_stop_answers_what_is_in_flight_and_fails_what_it_cannot():
         return answered, outcome[0]
 
     answered, stuck = asyncio.run(scenario())
-    assert answered[0].answers[0].text == "in flight"
+    assert answered[0].decoded.answers[0].text == "in flight"
     assert isinstance(stuck, RuntimeError) and "stopped" in str(stuck)
 
 
@@ -163,3 +168,28 @@ def test_an_engine_whose_logits_depend_on_the_batch_answers_each_question_alone(
 
     model = asyncio.run(scenario())
     assert model.calls == [["q0"], ["x"], ["y"], ["z"]]
+
+
+def test_each_caller_learns_which_of_its_questions_were_cut_also_when_batched_with_others():
+    async def scenario():
+        model = StandInModel()
+        batcher = MicroBatcher(model, max_wait_ms=200)
+        batcher.start()
+        model.release.clear()
+        first = asyncio.ensure_future(ask(batcher, "long q0"))
+        await asyncio.sleep(0.05)
+        many = asyncio.ensure_future(
+            batcher.answer([Example(id=q, question=q, context="c") for q in ("x", "long y", "z")], 1)
+        )
+        other = asyncio.ensure_future(ask(batcher, "w"))
+        await asyncio.sleep(0.05)
+        model.release.set()
+        results = await asyncio.gather(first, many, other)
+        await batcher.stop()
+        return model, results
+
+    model, (first, many, other) = asyncio.run(scenario())
+    assert model.calls == [["long q0"], ["x", "long y", "z", "w"]]  # the last two requests shared a batch
+    assert [(one.decoded.answers[0].text, one.question_cut) for one in first + many + other] == [
+        ("long q0", True), ("x", False), ("long y", True), ("z", False), ("w", False),
+    ]

@@ -171,13 +171,16 @@ def varied_inputs(seed: int, count: int, *, long_every: int = 6, long_characters
 
 
 def expected_result(model, item: dict) -> dict:
-    """What the server should answer for `item`: `QAModel.ask`'s answers and `predict`'s null_prob."""
+    """What the server should answer for `item`: `QAModel.ask`'s answers, `predict`'s null_prob,
+    and whether the question is longer than the model's max_question_length."""
     from qatune.data import Example
+    from qatune.features import count_cut_questions
 
     answers = [asdict(a) for a in model.ask(item["question"], item["context"], top_k=item["top_k"])]
     example = Example(id="reference", question=item["question"], context=item["context"])
     null_prob = model.predict([example], top_k=item["top_k"])[0].null_prob
-    return {"answers": answers, "no_answer_probability": null_prob}
+    cut = count_cut_questions([item["question"]], model.tokenizer, model.settings) == 1
+    return {"answers": answers, "no_answer_probability": null_prob, "question_cut": cut}
 
 
 def check_spans(item: dict, result: dict) -> None:
@@ -283,7 +286,8 @@ def test_answer_one_and_many_in_order(server, reference):
         status, headers, body = post(server, item)
         assert status == 200, body
         assert headers["content-type"] == "application/json"
-        assert set(body) == {"answers", "no_answer_probability"}
+        assert set(body) == {"answers", "no_answer_probability", "question_cut"}
+        assert body["question_cut"] is False  # these questions are short
         assert 1 <= len(body["answers"]) <= item["top_k"]  # null_threshold 1.0: always an answer
         for answer in body["answers"]:
             assert set(answer) == {"text", "start", "end", "score"}
@@ -302,6 +306,26 @@ def test_answer_one_and_many_in_order(server, reference):
     assert (status, body) == (200, expected_result(reference, {**item, "top_k": 1}))
     status, _, body = post(server, {**item, "top_k": 20})
     assert status == 200 and 1 <= len(body["answers"]) <= 20
+
+
+def test_a_question_longer_than_the_model_reads_is_answered_from_its_start_and_said_to_be_cut(server, reference):
+    limit = reference.settings.max_question_length
+    context = _tiny_pairs()[0][1]
+    long_question = "Who was the captain " + " ".join(["of the ship"] * limit) + "?"
+    short = {"question": "Who was the captain?", "context": context, "top_k": 3}
+    long = {"question": long_question, "context": context, "top_k": 3}
+    before = Metrics.read(server)
+    status, _, body = post(server, long)
+    assert status == 200, body
+    assert body["question_cut"] is True
+    assert body == expected_result(reference, long)  # the answers `ask` gives from the question's first tokens
+    status, _, many = post(server, {"items": [short, long, short]})
+    assert status == 200, many
+    assert [result["question_cut"] for result in many["results"]] == [False, True, False]
+    assert many["results"][1] == body
+    after = Metrics.read(server)
+    name = "qatune_questions_cut"
+    assert after.value(name, name + "_total") - before.value(name, name + "_total") == 2
 
 
 def test_health(server):

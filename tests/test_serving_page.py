@@ -197,6 +197,28 @@ def test_ask_highlights_the_api_answer_after_emoji_and_cjk(visit, server):
     assert visit.console_errors == []
 
 
+def test_a_question_longer_than_the_model_reads_is_said_to_be_cut(visit, server):
+    from playwright.sync_api import expect
+
+    limit = json.loads(server.request("GET", "/v1/model")[2])["settings"]["max_question_length"]
+    long_question = "Who reached orbit " + " ".join(["after the long count"] * limit) + "?"
+    assert api_answers(server, ASTRAL_CONTEXT, long_question, 1)["question_cut"] is True
+    visit.fill(ASTRAL_CONTEXT, long_question, top_k=1)
+    visit.page.click("#ask")
+    visit.answered()
+    note = visit.page.locator("#question-cut")
+    assert note.is_visible()
+    assert note.text_content() == (
+        f"The question is longer than the model reads ({limit} tokens): it was answered from its first {limit} tokens."
+    )
+    visit.fill(ASTRAL_CONTEXT, "Who reached orbit?", top_k=1)  # a short question: no note
+    visit.page.click("#ask")
+    visit.answered()
+    expect(note).to_have_attribute("hidden", "", timeout=TIMEOUT_MS)  # set by the second answer
+    assert visit.page.text_content("#answer-text") == api_answers(server, ASTRAL_CONTEXT, "Who reached orbit?", 1)["answers"][0]["text"]
+    assert visit.console_errors == []
+
+
 def test_enter_in_the_question_asks(visit, server):
     question = "What lifted off?"
     best = api_answers(server, ASTRAL_CONTEXT_2, question, 2)["answers"][0]

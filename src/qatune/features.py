@@ -132,7 +132,7 @@ def concat_windows(parts: Sequence[Windows], example_counts: Sequence[int]) -> W
 def make_windows(examples: Sequence[Example], tokenizer, settings: QASettings) -> Windows:
     """Tokenize every example into windows (no padding)."""
     check_tokenizer_room(tokenizer, settings)
-    questions, truncated = _cut_questions([example.question for example in examples], tokenizer, settings)
+    questions, cut = _cut_questions([example.question for example in examples], tokenizer, settings)
     encoded = tokenizer(
         questions,
         [example.context for example in examples],
@@ -161,7 +161,7 @@ def make_windows(examples: Sequence[Example], tokenizer, settings: QASettings) -
         offsets=offsets,
         word_offsets=word_offsets,
         example_index=example_index,
-        truncated_questions=truncated,
+        truncated_questions=sum(cut),
     )
 
 
@@ -330,20 +330,24 @@ def _widen_to_whole_words(word_offsets: list[np.ndarray], words: list[np.ndarray
 def count_cut_questions(questions: Sequence[str], tokenizer, settings: QASettings) -> int:
     """How many of `questions` are longer than `max_question_length` tokens: windows hold their
     first tokens only (what answering reports, as training does)."""
+    return sum(questions_cut(questions, tokenizer, settings))
+
+
+def questions_cut(questions: Sequence[str], tokenizer, settings: QASettings) -> list[bool]:
+    """For each of `questions`, whether it is longer than `max_question_length` tokens (the
+    server says so with each answer)."""
     return _cut_questions(list(questions), tokenizer, settings)[1]
 
 
-def _cut_questions(questions: list[str], tokenizer, settings: QASettings) -> tuple[list[str], int]:
-    """Cut questions longer than `max_question_length` tokens at a token border."""
+def _cut_questions(questions: list[str], tokenizer, settings: QASettings) -> tuple[list[str], list[bool]]:
+    """Cut questions longer than `max_question_length` tokens at a token border; which were cut."""
     limit = settings.max_question_length
     encoded = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
-    cut, truncated = [], 0
+    kept, cut = [], []
     for question, offsets in zip(questions, encoded["offset_mapping"]):
-        if len(offsets) > limit:
-            question = question[: offsets[limit - 1][1]]
-            truncated += 1
-        cut.append(question)
-    return cut, truncated
+        cut.append(len(offsets) > limit)
+        kept.append(question[: offsets[limit - 1][1]] if cut[-1] else question)
+    return kept, cut
 
 
 def check_tokenizer_room(tokenizer, settings: QASettings) -> None:

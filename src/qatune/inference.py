@@ -180,7 +180,9 @@ class QAModel:
         """The `top_k` best answers to one question, best first.
 
         An empty list means "no answer": the no-answer probability exceeds the model's
-        null_threshold (only models trained on data with unanswerable questions say so).
+        null_threshold (only models trained on data with unanswerable questions say so). A
+        question longer than `settings.max_question_length` tokens is answered from its first
+        tokens (`qatune.features.questions_cut` says which questions are).
         """
         check_text("question", question)
         check_text("context", context)

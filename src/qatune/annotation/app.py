@@ -79,7 +79,11 @@ def create_app(
     whose answers are suggested, or None."""
     store = store or AnnotationStore(path, format=format)
     model_lock = threading.Lock()  # one question at a time through the engine (request handlers run in threads)
-    model_info = None if model is None else {"name": model_name or "model", "engine": model.engine.describe()}
+    model_info = None if model is None else {
+        "name": model_name or "model",
+        "engine": model.engine.describe(),
+        "max_question_length": model.settings.max_question_length,  # longer questions are cut (the page says so)
+    }
     app = FastAPI(title="qatune annotate", docs_url=None, redoc_url=None)
     app.state.store = store
     add_error_handlers(app)
@@ -191,13 +195,19 @@ def jsonl_records(doc: dict) -> str:
 
 
 def suggestions(model, question: str, context: str, top_k: int) -> dict[str, Any]:
-    """What `QAModel.ask` answers, with the no-answer probability."""
+    """What `QAModel.ask` answers, with the no-answer probability and whether the question is
+    longer than the model's max_question_length tokens (answered, and trained on, from its first)."""
     from dataclasses import asdict
 
     from qatune.data import Example
+    from qatune.features import questions_cut
 
     decoded = model.predict([Example(id="suggestion", question=question, context=context)], top_k=top_k)[0]
-    return {"answers": [asdict(a) for a in model.answers_of(decoded, top_k)], "no_answer_probability": decoded.null_prob}
+    return {
+        "answers": [asdict(a) for a in model.answers_of(decoded, top_k)],
+        "no_answer_probability": decoded.null_prob,
+        "question_cut": questions_cut([question], model.tokenizer, model.settings)[0],
+    }
 
 
 def review_queue(model, doc: dict, limit: int) -> list[dict]:

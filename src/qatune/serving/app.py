@@ -148,9 +148,12 @@ def create_app(
         except QueueFull as error:
             raise HTTPException(503, f"busy: {error}; retry shortly", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         metrics.questions.inc(len(items))
-        for item, one in zip(items, decoded):
+        metrics.questions_cut.inc(sum(one.question_cut for one in decoded))
+        for item, (one, question_cut) in zip(items, decoded):
             answers = state.model.answers_of(one, item.top_k)
-            results.append({"answers": [asdict(a) for a in answers], "no_answer_probability": one.null_prob})
+            results.append(
+                {"answers": [asdict(a) for a in answers], "no_answer_probability": one.null_prob, "question_cut": question_cut}
+            )
         return {"results": results} if isinstance(body, Questions) else results[0]
 
     @app.get("/v1/health", summary="200 once the model has loaded and answered a warm-up question; 503 before")

@@ -19,11 +19,11 @@ import collections
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from qatune.data import Example
 from qatune.decoding import Decoded
-from qatune.features import Windows, concat_windows, make_windows
+from qatune.features import Windows, concat_windows, make_windows, questions_cut
 from qatune.inference import ANSWER_BATCH_SIZE, QAModel
 
 
@@ -33,6 +33,14 @@ class QueueFull(Exception):
 
 class LargerThanQueue(Exception):
     """One request has more questions than the queue holds: no retry can succeed."""
+
+
+class AnsweredQuestion(NamedTuple):
+    """One question's ranked answers, and whether the question was longer than the model's
+    max_question_length tokens (answered from its first tokens, as `QAModel.ask` answers it)."""
+
+    decoded: Decoded
+    question_cut: bool
 
 
 @dataclass
@@ -112,9 +120,10 @@ class MicroBatcher:
 
     # --- callers -------------------------------------------------------------------------------
 
-    async def answer(self, examples: list[Example], top_k: int) -> list[Decoded]:
-        """The decoded answers of `examples` (ranked, top_k of them), as `QAModel.predict` gives them.
-        Raises QueueFull when the queue has no room for them now, LargerThanQueue when it never will."""
+    async def answer(self, examples: list[Example], top_k: int) -> list[AnsweredQuestion]:
+        """The decoded answers of `examples` (ranked, top_k of them), as `QAModel.predict` gives
+        them, each with whether its question was cut. Raises QueueFull when the queue has no room
+        for them now, LargerThanQueue when it never will."""
         if len(examples) > self.max_queue_questions:
             raise LargerThanQueue(f"{len(examples)} questions in one request; the queue holds at most {self.max_queue_questions}")
         if self._queued_questions + len(examples) > self.max_queue_questions:
@@ -124,15 +133,14 @@ class MicroBatcher:
         request = None
         try:
             loop = asyncio.get_running_loop()
-            windows = await loop.run_in_executor(
-                self._thread, make_windows, examples, self.model.tokenizer, self.model.settings
-            )
+            windows, cut = await loop.run_in_executor(self._thread, self._prepare, examples)
             request = _Request(examples, windows, top_k, loop.create_future(), time.monotonic())
             self._waiting.append(request)
             assert self._arrived is not None, "MicroBatcher.start() was not called"
             self._arrived.set()
             # shielded: a caller that goes away leaves its request to be answered or dropped below
-            return await asyncio.shield(request.future)
+            decoded = await asyncio.shield(request.future)
+            return [AnsweredQuestion(one, was_cut) for one, was_cut in zip(decoded, cut)]
         except asyncio.CancelledError:
             if request is not None and request in self._waiting:  # not taken yet: no one will want it
                 self._waiting.remove(request)
@@ -143,6 +151,11 @@ class MicroBatcher:
             if request is None:  # failed or cancelled while its windows were cut
                 self._coming -= 1
                 self._count_queued(-len(examples))
+
+    def _prepare(self, examples: list[Example]) -> tuple[Windows, list[bool]]:
+        """On the engine thread: the examples' windows, and which of their questions are cut."""
+        tokenizer, settings = self.model.tokenizer, self.model.settings
+        return make_windows(examples, tokenizer, settings), questions_cut([e.question for e in examples], tokenizer, settings)
 
     def _count_queued(self, change: int) -> None:
         """Questions taken and not answered yet: counted until their batch is done."""

@@ -1,4 +1,5 @@
-"""Prometheus metrics of one server: requests by status, latency, batch sizes, queue depth.
+"""Prometheus metrics of one server: requests by status, latency, questions answered and cut,
+batch sizes, queue depth.
 
 Each app has its own registry, so that several apps in one process (tests, a user mounting two
 models) do not share counters.
@@ -38,6 +39,11 @@ class ServerMetrics:
             ["route"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )
         self.questions = Counter("qatune_questions_answered", "Questions answered", registry=self.registry)
+        self.questions_cut = Counter(
+            "qatune_questions_cut",
+            "Questions longer than the model's max_question_length tokens, answered from their first tokens",
+            registry=self.registry,
+        )
         self.batch_windows = Histogram(
             "qatune_batch_windows", "Windows per micro-batch (one or more forward passes)",
             buckets=BATCH_BUCKETS, registry=self.registry,

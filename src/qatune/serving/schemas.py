@@ -57,6 +57,10 @@ class AnswerSpan(BaseModel):
 class Answered(BaseModel):
     answers: list[AnswerSpan] = Field(description="best first; empty means no answer")
     no_answer_probability: float
+    question_cut: bool = Field(
+        description="the question was longer than the model's max_question_length tokens (GET /v1/model: "
+        "settings) and was answered from its first max_question_length tokens"
+    )
 
 
 class AnsweredMany(BaseModel):

@@ -51,6 +51,7 @@
     suggestionsBox: $("suggestions-box"),
     suggestions: $("suggestions"),
     noAnswerProbability: $("no-answer-probability"),
+    questionCut: $("question-cut"),
     editor: $("paragraph-editor"),
     paragraphText: $("paragraph-text"),
     saveParagraph: $("save-paragraph"),
@@ -610,6 +611,12 @@
     els.suggestions.replaceChildren(...items);
     const probability = Number(suggestions.noAnswerProbability);
     els.noAnswerProbability.textContent = Number.isFinite(probability) ? `no answer: ${percent(probability)}` : "";
+    // training cuts such a question the same way: worth shortening while it is being written
+    const limit = state.data && state.data.model && state.data.model.max_question_length;
+    els.questionCut.hidden = !suggestions.questionCut;
+    els.questionCut.textContent = Number.isInteger(limit)
+      ? `This question is longer than the model reads (${limit} tokens): it answered, and training learns, from its first ${limit} tokens only.`
+      : "This question is longer than the model reads: it answered, and training learns, from its first words only.";
   }
 
   function renderQuestions() {
@@ -1073,6 +1080,7 @@
           question,
           answers: Array.isArray(body.answers) ? body.answers.slice(0, TOP_K) : [],
           noAnswerProbability: body.no_answer_probability,
+          questionCut: body.question_cut === true,
         };
         renderContext();
         renderSuggestions();

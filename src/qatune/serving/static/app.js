@@ -29,6 +29,7 @@
     answerScore: $("answer-score"),
     noAnswer: $("no-answer"),
     noAnswerProbability: $("no-answer-probability"),
+    questionCut: $("question-cut"),
     offsetWarning: $("offset-warning"),
     answers: $("answers"),
     rendered: $("rendered-context"),
@@ -36,6 +37,7 @@
 
   let samples = [];
   let maxContextCharacters = null;
+  let maxQuestionTokens = null; // the model's max_question_length: longer questions are cut
   let busy = false;
   let asked = 0; // numbers the requests: only the latest one's answer is shown
   let shown = null; // {context, offsets, answers, selected}
@@ -169,6 +171,8 @@
     } else {
       setText(els.devScores, "no dev scores");
     }
+    const settings = model.settings || {};
+    maxQuestionTokens = Number.isInteger(settings.max_question_length) ? settings.max_question_length : null;
     const limits = model.limits || {};
     maxContextCharacters = limits.max_context_characters || null;
     const maxTopK = Math.min(MAX_TOP_K_SHOWN, limits.max_top_k || MAX_TOP_K_SHOWN);
@@ -321,6 +325,14 @@
     setText(
       els.noAnswerProbability,
       Number.isFinite(probability) ? `No-answer probability: ${percent(probability)}` : ""
+    );
+    els.questionCut.hidden = body.question_cut !== true;
+    setText(
+      els.questionCut,
+      maxQuestionTokens === null
+        ? "The question is longer than the model reads: it was answered from its first words."
+        : `The question is longer than the model reads (${maxQuestionTokens} tokens): ` +
+            `it was answered from its first ${maxQuestionTokens} tokens.`
     );
     els.answers.replaceChildren();
     if (body.answers.length === 0) {

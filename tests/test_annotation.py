@@ -669,6 +669,7 @@ BAD = [
     ("malformed paragraph", "POST", NEW_Q, lambda v: _question(v, paragraph="first"), 404, ["first"]),
     ("empty question", "POST", NEW_Q, lambda v: _question(v, question=""), 422, ["question"]),
     ("blank question", "POST", NEW_Q, lambda v: _question(v, question=" \t\n "), 422, ["question"]),
+    ("zero-width question", "POST", NEW_Q, lambda v: _question(v, question="\u200b\u0301"), 422, ["question", "no visible character"]),
     ("lone surrogate in question", "POST", NEW_Q,
      lambda v: b'{"paragraph": "0/0", "question": "Who \\ud800 won?", "answers": [], "version": %d}' % v, 422, ["question"]),
     ("not json", "POST", NEW_Q, lambda v: b'{"paragraph": "0/0", "question": ', (400, 422), []),

@@ -353,6 +353,15 @@ def test_question_and_context_problems(tmp_path):
     ]
 
 
+def test_a_question_of_invisible_characters_is_as_blank_as_an_empty_one(tmp_path):
+    path = squad_file(tmp_path, [{"id": "q1", "question": "\u200b\u0301", "answers": []},
+                                 {"id": "q2", "question": "Who? \u200b", "answers": []}], context="Ada wrote it.")
+    assert errors(path) == [
+        f'{Q}.question: expected a "question" (a non-empty string), found text with no visible character '
+        '(U+200B U+0301); write the question text, or remove this question',
+    ]
+
+
 def test_wrong_types_of_fields(tmp_path):
     qas = [
         {"id": 1.5, "question": "Which?", "answers": []},

@@ -458,3 +458,20 @@ def test_an_openvino_int8_export_on_a_cpu_without_int8_units_says_it_will_be_slo
     first_note = next(i for i, line in enumerate(lines) if line.startswith("note: this CPU (Some CPU) has no int8 units"))
     assert first_note < next(i for i, line in enumerate(lines) if line.startswith("exporting "))
     assert read_model_card(tmp_path / "int8")["engine"]["precision"] == "int8"  # a note, not a refusal
+
+
+def test_the_library_refuses_a_folder_that_holds_a_model_unless_told_to_replace_it(tiny_bert, tmp_path):
+    import shutil
+
+    from qatune.inference import QAModel
+
+    trained = shutil.copytree(tiny_bert, tmp_path / "trained")
+    (trained / "metrics.jsonl").write_text("{}\n")
+    before = sorted(path.name for path in trained.iterdir())
+    with pytest.raises(SettingsError, match=r"output_dir: .*trained is not empty .*pass overwrite=True"):
+        export.export_model(tiny_bert, trained, format="openvino")
+    assert sorted(path.name for path in trained.iterdir()) == before  # untouched
+    graph = export.export_model(tiny_bert, trained, format="openvino", overwrite=True)
+    assert graph == trained / "model.xml"
+    assert not (trained / "metrics.jsonl").exists() and not (trained / "model.safetensors").exists()  # replaced whole
+    assert QAModel.from_pretrained(trained).engine.to_dict()["name"] == "openvino"

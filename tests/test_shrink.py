@@ -76,3 +76,25 @@ def test_keeping_every_layer_says_what_the_copy_lacks_instead_of_asking_to_train
     lines = result.stdout.splitlines()
     assert lines[0].startswith("kept layers [0, 1] of 2; ")
     assert lines[-1].startswith("every layer kept: it answers as its teacher, without the no-answer threshold")
+
+
+def test_the_library_refuses_a_folder_that_holds_a_model_unless_told_to_replace_it(tiny_bert, tmp_path):
+    from qatune.errors import ArgumentTypeError, SettingsError
+
+    trained = tmp_path / "trained"
+    shrink_model(tiny_bert, trained, layers=2)
+    (trained / "metrics.jsonl").write_text("{}\n")  # what a training run leaves
+    weights = (trained / "model.safetensors").read_bytes()
+    with pytest.raises(SettingsError, match=r"output_dir: .*trained is not empty .*pass overwrite=True"):
+        shrink_model(tiny_bert, trained, layers=1)
+    assert (trained / "model.safetensors").read_bytes() == weights  # untouched
+    result = shrink_model(tiny_bert, trained, layers=1, overwrite=True)
+    assert result.output_dir == trained and result.kept_layers == [1]
+    assert not (trained / "metrics.jsonl").exists()  # replaced whole: nothing of the earlier model is left
+    assert json.loads((trained / "qatune.json").read_text())["shrunk_from"]["kept_layers"] == [1]
+    a_file = tmp_path / "data.json"
+    a_file.write_text("{}")
+    with pytest.raises(SettingsError, match="output_dir"):
+        shrink_model(tiny_bert, a_file, layers=1)
+    with pytest.raises(ArgumentTypeError, match="model_dir must be a path"):
+        shrink_model(None, tmp_path / "x", layers=1)

@@ -26,5 +26,10 @@ class SettingsError(QATuneError, ValueError):
     """A setting or command-line value is out of range or inconsistent with another one."""
 
 
+class ArgumentTypeError(QATuneError, TypeError):
+    """A Python argument of the wrong kind: None or a number where a path goes, a file's name
+    where a list of examples goes."""
+
+
 class ModelError(QATuneError):
     """A model or tokenizer cannot be loaded or is unsuitable (no offsets, missing files, ...)."""

@@ -43,6 +43,7 @@ from qatune.engines.base import BF16_RECHECK_MARGIN, OUTPUT_NAMES
 from qatune.engines.onnx_engine import INSTALL_HINT
 from qatune.engines.onnx_engine import MODEL_FILE as ONNX_FILE
 from qatune.errors import ModelError, SettingsError, first_line
+from qatune.files import check_folder_to_replace, check_output_folder, check_path_argument, replacing_contents
 from qatune.metrics import exact_of
 from qatune.modelcard import write_readme
 from qatune.modeling import check_not_an_export
@@ -74,9 +75,12 @@ def export_model(
     quantize: str | None = None,
     calibration: Sequence[Example] | None = None,
     opset: int | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Export a model folder for the `format` engine ("onnx" or "openvino") into `output_dir`,
     with its tokenizer and settings. Returns the path of the graph (model.onnx or model.xml).
+    `output_dir` is a new or empty folder, or, with overwrite=True, one holding an earlier model,
+    which the export replaces whole once it is complete.
 
     quantize=None keeps float32 weights; "int8" quantizes the matrix multiplications, by static
     calibration on `calibration` (the user's own questions; `qatune.quantize` says what stays in
@@ -86,13 +90,25 @@ def export_model(
         >>> export_model("./qatune-model", "./qatune-openvino", format="openvino")  # doctest: +SKIP
         PosixPath('qatune-openvino/model.xml')
     """
+    check_path_argument("model_dir", model_dir)
+    check_path_argument("output_dir", output_dir)
     check_export_request(model_dir, format, quantize, calibration=bool(calibration), opset=opset)
     source, target = _check_folders(model_dir, output_dir)
+    check_output_folder("output_dir", target)
+    check_folder_to_replace("output_dir", target, overwrite=overwrite, source=source, overwrite_name="overwrite=True")
+    with replacing_contents(target) as scratch:  # an earlier model stays until the export is complete
+        name = _export_into(source, scratch, format, quantize, calibration, opset)
+    return target / name
+
+
+def _export_into(
+    source: Path, target: Path, format: str, quantize: str | None, calibration: Sequence[Example] | None, opset: int | None
+) -> str:
+    """Write the export into the empty folder `target`; the graph's file name."""
     from qatune.modeling import load_qa_model, load_tokenizer
 
     tokenizer = load_tokenizer(source)
     model = load_qa_model(source).float().eval()
-    target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=target) as scratch:
         if format == "onnx":
             graph, entry = _export_onnx(model, tokenizer, Path(scratch), source, quantize, calibration, opset)
@@ -102,7 +118,7 @@ def export_model(
         _move_float32_graph(Path(scratch), target)
         # the graph comes last, so that a folder with model.onnx / model.xml is always complete
         _move_graph(graph, target / graph.name)
-    return target / graph.name
+    return graph.name
 
 
 def check_export_request(
@@ -135,9 +151,12 @@ def check_export_request(
         )
 
 
-def export_onnx(model_dir: str | Path, output_dir: str | Path, *, quantize: str | None = None, opset: int | None = None) -> Path:
+def export_onnx(
+    model_dir: str | Path, output_dir: str | Path, *, quantize: str | None = None, opset: int | None = None,
+    overwrite: bool = False,
+) -> Path:
     """`export_model(..., format="onnx")`: model.onnx with float32, or dynamic int8, weights."""
-    return export_model(model_dir, output_dir, format="onnx", quantize=quantize, opset=opset)
+    return export_model(model_dir, output_dir, format="onnx", quantize=quantize, opset=opset, overwrite=overwrite)
 
 
 def _export_onnx(model, tokenizer, scratch: Path, source: Path, quantize, calibration, opset) -> tuple[Path, dict]:

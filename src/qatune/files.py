@@ -9,7 +9,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from qatune.errors import SettingsError
+from qatune.errors import ArgumentTypeError, SettingsError
+
+
+def check_path_argument(name: str, value: object) -> None:
+    """A Python argument that names a file or folder must be a str or a path: None, a number or
+    a list would otherwise be taken for another model or fail deep inside a library."""
+    if isinstance(value, (str, os.PathLike)) and str(value).strip():
+        return
+    raise ArgumentTypeError(f"{name} must be a path (a str or pathlib.Path) of a file or folder, got {value!r}")
 
 
 def current_umask() -> int:
@@ -135,9 +143,12 @@ def check_output_folder(option: str, path: str | Path) -> Path:
     return path
 
 
-def check_folder_to_replace(option: str, folder: str | Path, *, overwrite: bool, source: str | Path) -> None:
+def check_folder_to_replace(
+    option: str, folder: str | Path, *, overwrite: bool, source: str | Path, overwrite_name: str = "--overwrite"
+) -> None:
     """Refuse to write a model into a folder that holds anything, unless `overwrite`; and even then
-    refuse a folder that holds no model, or holds the `source` model itself."""
+    refuse a folder that holds no model, or holds the `source` model itself. `overwrite_name` is
+    how the caller spells `overwrite` in messages (a flag, or a Python argument)."""
     folder = Path(folder)
     if not folder.is_dir():
         return
@@ -145,12 +156,12 @@ def check_folder_to_replace(option: str, folder: str | Path, *, overwrite: bool,
     contents = folder_contents(folder)
     if contents and not overwrite:
         raise SettingsError(
-            f"{option}: {folder} is not empty (it holds {shown_contents(contents)}): pass --overwrite to replace "
-            f"what it holds, or choose another {option}"
+            f"{option}: {folder} is not empty (it holds {shown_contents(contents)}): pass {overwrite_name} to "
+            f"replace what it holds, or choose another {option}"
         )
     if contents and not holds_a_model(folder):
         raise SettingsError(
-            f"{option}: {folder} holds files but no model (no {' or '.join(MODEL_MARKERS)}), and --overwrite "
+            f"{option}: {folder} holds files but no model (no {' or '.join(MODEL_MARKERS)}), and {overwrite_name} "
             f"replaces only an earlier model; empty the folder yourself or choose another {option}"
         )
 

@@ -18,11 +18,13 @@ import numpy as np
 from qatune.batching import pad_windows
 from qatune.calibration import Calibration, TemperatureFit
 from qatune.data import Example
+from qatune.data.examples import as_examples, check_unique_ids
 from qatune.decoding import Answer, Decoded, answer_logits, best_answer, close_call_margin, decode
-from qatune.engines import Engine, check_engine_name, load_engine
+from qatune.engines import Engine, check_bf16, check_engine_name, load_engine
 from qatune.errors import ModelError, SettingsError
 from qatune.evaluation import Evaluation, evaluate_decoded, robust_null_threshold
 from qatune.features import Windows, check_tokenizer_room, make_windows
+from qatune.files import check_path_argument
 from qatune.modeling import check_tokenizer_fits, load_config, load_tokenizer, locate_model, model_vocab_size
 from qatune.settings import SETTINGS_FILE, QASettings, read_settings
 
@@ -148,7 +150,9 @@ class QAModel:
         bf16=None computes in bf16 where the CPU or GPU has fast bf16 units, re-checking close
         calls in float32; False keeps float32.
         """
+        check_path_argument("path", path)
         check_engine_name(engine)
+        check_bf16(bf16)
         source = locate_model(path)
         settings = read_settings(source) if Path(source).is_dir() else QASettings()
         tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
@@ -212,11 +216,11 @@ class QAModel:
         the caller has them already (cut with this model's tokenizer and settings, e.g. from
         the window cache); None cuts them here.
         """
-        if batch_size < 1:
-            raise SettingsError(f"batch_size must be at least 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise SettingsError(f"batch_size must be a whole number of at least 1 (windows per forward pass), got {batch_size!r}")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise SettingsError(f"top_k must be a whole number of at least 1 (how many answers to give), got {top_k!r}")
-        examples = list(examples)
+        examples = as_examples("examples", examples)
         decoded: list[Decoded] = []
         bar = _progress_bar(len(examples), progress)
         try:
@@ -250,7 +254,7 @@ class QAModel:
         """
         fit, settings = TemperatureFit(), self.settings
         padding = {"pad_token_id": self.tokenizer.pad_token_id or 0, "max_length": settings.max_seq_length}
-        for chunk, chunk_windows in self._chunks_with_windows(list(examples), windows):
+        for chunk, chunk_windows in self._chunks_with_windows(as_examples("examples", examples), windows):
             starts, ends = window_logits(self.engine, chunk_windows, batch_size=batch_size, **padding)
             spans = chunk_windows.word_offsets if settings.align_to_words else chunk_windows.offsets
             for example, group in zip(chunk, chunk_windows.of_example()):
@@ -296,7 +300,8 @@ class QAModel:
         windows: Windows | None = None,
     ) -> Evaluation:
         """Answer every example with the model's null_threshold and score the answers."""
-        examples = list(examples)
+        examples = as_examples("examples", examples)
+        check_unique_ids(examples)  # before the answering, which the scores need them for
         decoded = self.predict(examples, batch_size=batch_size, progress=progress, windows=windows)
         return evaluate_decoded(examples, decoded, self.settings.null_threshold)
 
@@ -311,7 +316,8 @@ class QAModel:
         probabilities, never on one, so that the float noise of another batch shape or another
         CPU cannot move a question across it.
         """
-        examples = list(examples)
+        examples = as_examples("examples", examples)
+        check_unique_ids(examples)
         self.settings = dataclasses.replace(self.settings, null_threshold=1.0)
         always_answer = self.predict(examples, batch_size=batch_size, windows=windows)
         threshold = robust_null_threshold(examples, always_answer)
@@ -366,14 +372,22 @@ def _close_call(decoded: Decoded, null_threshold: float, margin: float) -> bool:
 
 
 def check_text(name: str, value: object) -> None:
-    """A SettingsError unless `value` is a non-blank string that has a UTF-8 form (no lone surrogate)."""
+    """A SettingsError unless `value` is a non-blank string that has a UTF-8 form (no lone
+    surrogate); blank includes text of zero-width or combining characters alone."""
     import re
+
+    from qatune.data.checking import code_points, has_visible_character
 
     if not isinstance(value, str) or not value.strip():
         raise SettingsError(f"the {name} must be a non-empty string, got {value!r}")
     # A lone surrogate has no UTF-8 form: the tokenizer would fail with a TypeError deep inside.
     lone = re.search("[\ud800-\udfff]", value)
     if lone is None:
+        if not has_visible_character(value):
+            raise SettingsError(
+                f"the {name} has no visible character (only spaces, zero-width, control or combining characters: "
+                f"{code_points(value)}); write the {name}"
+            )
         return
     code, position = ord(lone.group()), lone.start()
     if 0xDC80 <= code <= 0xDCFF:  # how Python's surrogateescape holds a byte of argv that is not UTF-8

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qatune.data.examples import check_unique_ids
 from qatune.data.reading import read_text_file
 from qatune.errors import DataError, SettingsError
 from qatune.wording import counted
@@ -303,17 +304,10 @@ def exact_of(metrics: Mapping[str, float]) -> float:
 
 def gold_texts(examples: Sequence[Example]) -> dict[str, list[str]]:
     """Question id -> gold answer texts; a question id may appear only once."""
+    check_unique_ids(examples)
     gold: dict[str, list[str]] = {}
-    places: dict[str, str] = {}
     for example in examples:
-        if example.id in gold:
-            raise DataError(
-                f"question id {example.id!r} appears twice, at {places[example.id] or '?'} "
-                f"and at {example.place or '?'}; expected each question id once; give one "
-                "of them a new id"
-            )
         gold[example.id] = [answer.text for answer in example.answers]
-        places[example.id] = example.place
     return gold
 
 

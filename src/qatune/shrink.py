@@ -47,19 +47,41 @@ def kept_layers(total: int, keep: int) -> list[int]:
     return [int(index) for index in np.round(np.linspace(0, total - 1, keep))]
 
 
-def shrink_model(model_dir: str | Path, output_dir: str | Path, *, layers: int, trust_remote_code: bool = False) -> ShrinkResult:
-    """Write a student of `model_dir` with `layers` of its layers to `output_dir`."""
-    import torch
+def shrink_model(
+    model_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    layers: int,
+    overwrite: bool = False,
+    trust_remote_code: bool = False,
+) -> ShrinkResult:
+    """Write a student of `model_dir` with `layers` of its layers to `output_dir`: a new or empty
+    folder, or, with overwrite=True, one holding an earlier model, which the student replaces
+    whole once it is complete."""
+    from qatune.files import check_folder_to_replace, check_output_folder, check_path_argument, replacing_contents
+    from qatune.modeling import locate_model
 
-    from qatune.files import with_default_permissions
-    from qatune.modelcard import write_readme
-    from qatune.modeling import load_qa_model, load_tokenizer, locate_model
-    from qatune.settings import QASettings, read_model_card, read_settings, write_model_card
-
+    check_path_argument("model_dir", model_dir)
+    check_path_argument("output_dir", output_dir)
     source = locate_model(model_dir)
     output = Path(output_dir)
     if output.resolve() == Path(source).resolve():
         raise SettingsError(f"the student would overwrite its teacher: pass another output folder than {source}")
+    check_output_folder("output_dir", output)
+    check_folder_to_replace("output_dir", output, overwrite=overwrite, source=source, overwrite_name="overwrite=True")
+    with replacing_contents(output) as scratch:  # an earlier model stays until the student is complete
+        result = _write_student(source, scratch, layers, trust_remote_code)
+    return dataclasses.replace(result, output_dir=output)
+
+
+def _write_student(source: str | Path, output: Path, layers: int, trust_remote_code: bool) -> ShrinkResult:
+    import torch
+
+    from qatune.files import with_default_permissions
+    from qatune.modelcard import write_readme
+    from qatune.modeling import load_qa_model, load_tokenizer
+    from qatune.settings import QASettings, read_model_card, read_settings, write_model_card
+
     model = load_qa_model(source, trust_remote_code=trust_remote_code)
     before = sum(parameter.numel() for parameter in model.parameters())
     name, layer_list = _layer_list(model)
@@ -73,7 +95,6 @@ def shrink_model(model_dir: str | Path, output_dir: str | Path, *, layers: int, 
     _renumber_attention_layers(model)
     after = sum(parameter.numel() for parameter in model.parameters())
 
-    output.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output, safe_serialization=True)
     with_default_permissions(*output.glob("*.safetensors"))
     load_tokenizer(source, trust_remote_code=trust_remote_code).save_pretrained(output)

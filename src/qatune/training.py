@@ -33,7 +33,8 @@ import torch
 
 from qatune import checkpoints
 from qatune.data import Example
-from qatune.errors import SettingsError
+from qatune.data.examples import as_examples, check_unique_ids
+from qatune.errors import ArgumentTypeError, SettingsError
 from qatune.calibration import Calibration
 from qatune.distillation import (
     check_distillation_settings,
@@ -234,11 +235,23 @@ def train(
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs, set_seed
 
+    if args is not None and not isinstance(args, TrainingArguments):
+        raise ArgumentTypeError(
+            f"args must be a qatune.training.TrainingArguments (TrainingArguments(output_dir=..., epochs=...)), "
+            f"got {type(args).__name__}"
+        )
     args = args or TrainingArguments()
     log = log or (lambda message: None)
     output_dir = Path(args.output_dir)
+    train_examples = as_examples("train_examples", train_examples)
+    dev_examples = as_examples("dev_examples", dev_examples) if dev_examples is not None else None
+    transfer_examples = as_examples("transfer_examples", transfer_examples) if transfer_examples is not None else None
     if not train_examples:
         raise SettingsError("there are no training examples: check the training file (qatune validate FILE)")
+    # before any work: a repeated dev id would otherwise stop the run at its first evaluation
+    for name, examples in (("train_examples", train_examples), ("dev_examples", dev_examples), ("transfer_examples", transfer_examples)):
+        if examples:
+            check_unique_ids(examples, name)
     _check_transfer(transfer_examples, args, options)
     # Refusals that cost nothing come before loading the model and tokenizing.
     checkpoints.check_output_dir(

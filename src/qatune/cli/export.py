@@ -27,7 +27,7 @@ from pathlib import Path
 
 from qatune.cli import options
 from qatune.errors import SettingsError
-from qatune.files import check_folder_to_replace, check_output_folder, replacing_contents
+from qatune.files import check_folder_to_replace, check_output_folder
 # qatune.export and qatune.settings import torch, onnx and openvino only when used: cheap to import here
 from qatune.export import (
     FORMATS, MAX_F1_LOSS, MIN_AGREEMENT, MIN_OPSET, QUANTIZE_CHOICES, ExportCheck, check_export_request,
@@ -85,11 +85,10 @@ def run(args: argparse.Namespace) -> int:
     if slow_int8:  # before the export's minutes, so that the choice can still be changed
         print(f"note: {slow_int8}", file=sys.stderr)
     print(f"exporting {args.model} for {engine_format} ...", file=sys.stderr)
-    with replacing_contents(args.output) as scratch:  # an earlier model stays until the new one is complete
-        written = export_model(
-            args.model, scratch, format=engine_format, quantize=args.quantize, calibration=calibration, opset=args.opset
-        )
-    path = Path(args.output) / written.name
+    path = export_model(  # an earlier model stays until the new one is complete
+        args.model, args.output, format=engine_format, quantize=args.quantize, calibration=calibration,
+        opset=args.opset, overwrite=args.overwrite,
+    )
     entry = read_model_card(path.parent)["engine"]
     details = [engine_format, f"{entry['precision']} weights"]
     if "opset" in entry:

@@ -13,7 +13,7 @@ import time
 
 from qatune.cli import argtypes, options
 from qatune.errors import SettingsError
-from qatune.files import check_folder_to_replace, check_output_folder, replacing_contents
+from qatune.files import check_folder_to_replace, check_output_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,12 +36,13 @@ def run(args: argparse.Namespace) -> int:
     options.quiet_libraries()
     from qatune.shrink import shrink_model
 
-    with replacing_contents(args.output) as scratch:  # an earlier model stays until the student is complete
-        try:
-            result = shrink_model(args.model, scratch, layers=args.layers, trust_remote_code=args.trust_remote_code)
-        except SettingsError as error:  # "layers must be ...": the flag is --layers
-            message = str(error)
-            raise SettingsError("--" + message if message.startswith("layers ") else message) from None
+    try:  # an earlier model stays until the student is complete
+        result = shrink_model(
+            args.model, args.output, layers=args.layers, overwrite=args.overwrite, trust_remote_code=args.trust_remote_code
+        )
+    except SettingsError as error:  # "layers must be ...": the flag is --layers
+        message = str(error)
+        raise SettingsError("--" + message if message.startswith("layers ") else message) from None
     share = result.parameters_after / result.parameters_before
     print(
         f"kept layers {result.kept_layers} of {result.layers_before}; parameters {result.parameters_before:,} -> "

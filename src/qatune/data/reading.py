@@ -16,6 +16,7 @@ from qatune.data.layouts import _Reader
 from qatune.data.messages import _MISSING, _describe, _describe_top
 from qatune.data.report import ValidationReport
 from qatune.errors import DataError, SettingsError
+from qatune.files import check_path_argument
 
 FORMATS = ("auto", "squad", "paragraphs", "records")
 POLICIES = ("repair", "strict", "skip")
@@ -43,6 +44,7 @@ def read_dataset(
     >>> report.layout, len(examples), report.errors
     ('records', 3, [])
     """
+    check_path_argument("path", path)
     reader, _, _ = _read(path, format, on_error, answers)
     return reader.finish()
 

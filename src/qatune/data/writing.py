@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from qatune.data.checking import _SURROGATE
-from qatune.data.examples import Example, PathLike
+from qatune.data.examples import Example, PathLike, as_examples, check_unique_ids
 from qatune.data.reading import _read
 from qatune.data.report import ValidationReport
 from qatune.errors import DataError
@@ -45,9 +45,14 @@ def write_fixed(
 def write_squad_v2(examples: Sequence[Example], path: PathLike) -> None:
     """Write examples as SQuAD v2.0 JSON, grouped by title then context (first-seen order).
 
-    Reading the file back gives the same examples (apart from `place`) with no repairs.
+    Reading the file back gives the same examples (apart from `place`) with no repairs: an
+    empty list, and a question id given twice, are refused as reading would refuse them.
     Only what an Example holds is written; `write_fixed` keeps every field of a file.
     """
+    examples = as_examples("examples", examples)
+    if not examples:
+        raise DataError("no examples to write: a data file needs at least one question")
+    check_unique_ids(examples)
     articles: dict[str | None, dict[str, list[dict[str, Any]]]] = {}
     for example in examples:
         contexts = articles.setdefault(example.title, {})

@@ -73,6 +73,21 @@ def check_engine_name(engine: str) -> str:
     return engine
 
 
+def check_bf16(bf16: object) -> None:
+    """bf16 is None, True or False: a string such as "no" is truthy and would turn bf16 on."""
+    if bf16 is not None and not isinstance(bf16, bool):
+        raise SettingsError(
+            f"bf16 must be None (bf16 where the hardware has fast bf16 units), True or False, got {bf16!r}"
+        )
+
+
+def check_answering_options(engine: str, device: str | None, bf16: object) -> None:
+    """The engine, device and bf16 a caller asked for, checked before any loading."""
+    check_engine_name(engine)
+    check_bf16(bf16)
+    _device_type(device)
+
+
 def load_engine(
     source: str | Path,
     tokenizer,
@@ -89,6 +104,7 @@ def load_engine(
     directly in float32). `device` (cpu, cuda, cuda:N) is for torch; the other engines run on the CPU.
     """
     check_engine_name(engine)
+    check_bf16(bf16)
     device_type = _device_type(device)  # before any loading: a bad value fails at once
     kind = folder_engine(source)
     requested = engine

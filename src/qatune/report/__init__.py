@@ -23,8 +23,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
-from qatune.errors import ModelError
-from qatune.files import naming_the_file, with_default_permissions
+from qatune.data.examples import as_examples
+from qatune.errors import ArgumentTypeError, ModelError
+from qatune.files import check_report_file, naming_the_file, with_default_permissions
 from qatune.report.analysis import GROUPS, QuestionResult, calibration_stats, group_counts, question_results
 from qatune.report.history import History, read_history
 
@@ -55,6 +56,11 @@ def write_report(
     """
     log = log or (lambda message: None)
     folder = check_model_folder(model_dir)
+    check_report_file("output", output)  # before the answering: a missing folder, a data file named by mistake
+    if examples is not None:
+        examples = as_examples("examples", examples)
+    if model is not None and not _is_qa_model(model):
+        raise ArgumentTypeError(f"model must be a loaded QAModel (QAModel.from_pretrained({str(model_dir)!r})) or None, got {model!r}")
     inputs = gather(
         folder, examples=examples, validation=validation, model=model, decoded=decoded, log=log, batch_size=batch_size
     )
@@ -66,6 +72,12 @@ def write_report(
     questions = len(inputs.results) if inputs.results else 0
     log(f"wrote {path} ({questions} question{'' if questions == 1 else 's'})")
     return path
+
+
+def _is_qa_model(model) -> bool:
+    from qatune.inference import QAModel  # imported where a model was passed: loaded already
+
+    return isinstance(model, QAModel)
 
 
 def check_model_folder(model_dir: str | os.PathLike) -> Path:
@@ -141,7 +153,6 @@ def _history(folder: Path, log: Callable[[str], None]) -> History | None:
 
 def _write_atomically(path: Path, text: str) -> None:
     """Write next to `path`, then rename: a reader never sees half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with naming_the_file(path), os.fdopen(handle, "w", encoding="utf-8") as file:

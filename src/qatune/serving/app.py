@@ -28,7 +28,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from qatune.data import Example
-from qatune.errors import SettingsError
+from qatune.engines import check_answering_options
+from qatune.errors import ArgumentTypeError, SettingsError
+from qatune.files import check_path_argument
+from qatune.modeling import locate_model
 from qatune.inference import QAModel
 from qatune.serving.batcher import LargerThanQueue, MicroBatcher, QueueFull
 from qatune.serving.metrics import ServerMetrics
@@ -64,8 +67,10 @@ class ServerLimits:
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if not value > 0:
-                raise ValueError(f"ServerLimits.{name} must be positive, got {value!r}")
+            kinds = (int, float) if name == "max_wait_ms" else (int,)
+            if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
+                kind = "number" if name == "max_wait_ms" else "whole number"
+                raise SettingsError(f"ServerLimits.{name} must be a positive {kind}, got {value!r}")
 
 
 def create_app(
@@ -82,6 +87,8 @@ def create_app(
     """An ASGI app answering with `model` (a QAModel, or a model folder loaded when the app
     starts; /v1/health says "loading" until it has answered a warm-up question). With
     `api_key`, `/v1/answer` needs `Authorization: Bearer <api_key>`."""
+    _check_app_arguments(model, limits, model_card)
+    check_answering_options(engine, device, bf16)
     limits = limits or ServerLimits()
     check_api_key(api_key)
     metrics = ServerMetrics()
@@ -314,11 +321,25 @@ async def _unless_caller_leaves(request: Request, work):
             raise HTTPException(CLIENT_CLOSED_REQUEST, "the caller went away before the answer was ready")
 
 
+def _check_app_arguments(model, limits, model_card) -> None:
+    """What `create_app` is given, checked when the app is made: a mistake there would otherwise
+    show only as a 503 or a 500 at the first request."""
+    if not isinstance(model, QAModel):
+        check_path_argument("model", model)
+        locate_model(model)  # a missing folder is an error now, not a "failed" health later
+    if limits is not None and not isinstance(limits, ServerLimits):
+        raise ArgumentTypeError(f"limits must be a ServerLimits (qatune.serving.ServerLimits(max_items=...)), got {limits!r}")
+    if model_card is not None and not isinstance(model_card, dict):
+        raise ArgumentTypeError(f"model_card must be a dict (what /v1/model shows of qatune.json) or None, got {model_card!r}")
+
+
 def check_api_key(api_key: str | None) -> None:
     """A key that an HTTP header can carry as it is: printable ASCII, nothing around it (HTTP
     strips spaces around header values, and decodes other bytes differently than clients send)."""
     if api_key is None:
         return
+    if not isinstance(api_key, str):
+        raise ArgumentTypeError(f"the API key must be a str (or None for no key), got {type(api_key).__name__}")
     if not api_key or not (api_key.isascii() and api_key.isprintable()) or api_key != api_key.strip():
         raise SettingsError(
             "the API key must be printable ASCII with no space at either end (what an HTTP header carries "

@@ -1407,3 +1407,15 @@ def test_the_readmes_api_example_adds_a_paragraph_and_its_question(tmp_path):
     assert [(e.question, e.context[e.answers[0].start:e.answers[0].end]) for e in examples] == [
         ("When did Apollo 11 land?", "1969")]
     assert examples[0].title == "Apollo" and not report.repairs  # offsets exact, nothing to re-anchor
+
+
+def test_head_answers_as_get_and_a_slash_at_the_end_names_the_endpoint(tmp_path):
+    api = client(squad_copy(tmp_path))
+    for path in ("/", "/api/data"):
+        got, head = api.get(path), api.head(path)
+        assert (head.status_code, head.content) == (200, b"") and got.content
+        assert head.headers["content-type"] == got.headers["content-type"]
+    version = version_of(api)
+    response = api.post("/api/undo/", json={"version": version}, follow_redirects=False)
+    detail = assert_error(response, 404, "/api/undo/")
+    assert detail.endswith("the endpoint is /api/undo, without the slash at the end")

@@ -447,6 +447,24 @@ def test_unknown_paths_are_404_json(server, path):
     assert_error(status, json.loads(body), 404, path)
 
 
+@pytest.mark.parametrize("path", ["/v1/answer/", "/v1/health/", "/metrics/"])
+def test_a_slash_at_the_end_is_a_404_that_names_the_endpoint_not_a_redirect(server, path):
+    status, headers, body = server.request("POST" if "answer" in path else "GET", path, b"{}", JSON_HEADERS, timeout=HTTP_TIMEOUT)
+    assert headers["content-type"] == "application/json"
+    detail = assert_error(status, json.loads(body), 404, path)
+    assert detail.endswith(f"the endpoint is {path.rstrip('/')}, without the slash at the end")
+
+
+@pytest.mark.parametrize("path", ["/", "/v1/health", "/v1/model", "/metrics", "/static/app.js"])
+def test_head_answers_as_get_without_a_body(server, path):
+    get_status, get_headers, get_body = server.request("GET", path, timeout=HTTP_TIMEOUT)
+    status, headers, body = server.request("HEAD", path, timeout=HTTP_TIMEOUT)
+    assert (status, body) == (get_status, b"") and get_status == 200 and get_body
+    assert headers["content-type"] == get_headers["content-type"]
+    if path != "/metrics":  # the metrics grew by the GET in between
+        assert headers["content-length"] == get_headers["content-length"] == str(len(get_body))
+
+
 @pytest.mark.parametrize(
     "method,path,allowed",
     [("GET", "/v1/answer", "POST"), ("PUT", "/v1/answer", "POST"), ("DELETE", "/v1/health", "GET"), ("POST", "/v1/model", "GET")],
@@ -466,6 +484,19 @@ def test_requests_naming_another_host_are_refused(server):
     for name in ("localhost", "LocalHost:1234", "127.0.0.1", "[::1]:80"):
         assert server.request("GET", "/v1/health", headers={"Host": name})[0] == 200, name
     assert server.request("GET", "/v1/health", headers={"Host": "localhost.evil.example"})[0] == 400
+    # HTTP/1.0 without a Host header: refused too, and told why
+    import socket
+    from urllib.parse import urlparse
+
+    address = urlparse(server.url)
+    with socket.create_connection((address.hostname, address.port), timeout=HTTP_TIMEOUT) as connection:
+        connection.sendall(b"GET /v1/health HTTP/1.0\r\n\r\n")
+        reply = b""
+        while chunk := connection.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert "this request has no Host header" in json.loads(body)["detail"]
 
 
 def test_default_address_is_localhost(server):

@@ -5,8 +5,8 @@ What is checked: the model's description on the page; asking (the Ask button and
 the API's own answer, context[start:end] with code-point offsets, in the <mark> even after
 emoji, a ZWJ sequence, a character outside the BMP and CJK characters (JavaScript strings count
 UTF-16 units); clicking another listed answer highlights it; "no answer"; errors from the server
-(401 with a wrong key, 413 for a long context, 503, an unreachable server) are shown with their
-`detail`; the button is disabled while waiting; the key is kept in sessionStorage and sent as
+(401 with a wrong key, 503, an unreachable server) are shown with their `detail`, and a context
+over the server's limit is refused by the page itself; the button is disabled while waiting; the key is kept in sessionStorage and sent as
 `Authorization: Bearer`; user text is never markup; the page loads nothing from another host and
 fits a phone's width. Nothing here asserts a duration: timeouts are generous bounds only.
 
@@ -421,7 +421,7 @@ def test_a_wrong_key_shows_the_servers_detail(browser, guarded_server):
         visit.close()
 
 
-def test_the_key_is_sent_and_kept_and_a_long_context_shows_the_413_detail(browser, guarded_server):
+def test_the_key_is_sent_and_kept_and_a_long_context_is_refused_by_the_page(browser, guarded_server):
     visit = Visit(browser, guarded_server).open()
     try:
         page = visit.page
@@ -436,12 +436,16 @@ def test_the_key_is_sent_and_kept_and_a_long_context_shows_the_413_detail(browse
         page.click("#ask")
         error = page.locator("#error")
         error.wait_for(state="visible")
+        # the page knows the limit (/v1/model): it says so in its own words and does not ask
+        assert error.text_content() == (
+            f"The context has {SMALL_MAX_CONTEXT + 10:,} characters; this server reads at most {SMALL_MAX_CONTEXT:,}. "
+            "Keep the part that holds the answer and ask again."
+        )
+        assert sent == []
         status, body = guarded_server.post_json(
             "/v1/answer", {"question": "Why?", "context": long_context}, {"Authorization": f"Bearer {API_KEY}"}
         )
-        assert status == 413
-        assert error.text_content() == body["detail"]
-        assert f"at most {SMALL_MAX_CONTEXT}" in body["detail"]
+        assert status == 413 and f"at most {SMALL_MAX_CONTEXT}" in body["detail"]  # what other callers get
 
         # the key survives a reload (sessionStorage), and a short context is answered with it
         page.reload()
@@ -456,7 +460,7 @@ def test_the_key_is_sent_and_kept_and_a_long_context_shows_the_413_detail(browse
         assert page.locator("#error").is_hidden()
         best = api_answers(guarded_server, context, "What orbit?", 2, {"Authorization": f"Bearer {API_KEY}"})["answers"][0]
         check_highlight(visit, context, best)
-        assert len(sent) == 2
+        assert len(sent) == 1
         assert all(request.all_headers().get("authorization") == f"Bearer {API_KEY}" for request in sent)
     finally:
         visit.close()

@@ -33,6 +33,9 @@ def add_error_handlers(app: FastAPI) -> None:
             detail = "the body could not be read as JSON text in UTF-8; send a JSON object encoded as UTF-8"
         elif error.status_code == 404 and detail == "Not Found":  # no route, not a handler's own 404
             detail = f"no such endpoint: {request.url.path}; see /openapi.json for the endpoints"
+            without_slash = request.url.path.rstrip("/")
+            if without_slash != request.url.path and any(getattr(route, "path", None) == without_slash for route in request.app.routes):
+                detail = f"no such endpoint: {request.url.path}; the endpoint is {without_slash}, without the slash at the end"
         elif error.status_code == 405 and detail == "Method Not Allowed":
             detail = f"{request.method} is not allowed on {request.url.path}; see /openapi.json"
         return JSONResponse({"detail": detail}, status_code=error.status_code, headers=error.headers)
@@ -75,6 +78,25 @@ class BodyLimit:
     async def _refuse(self, send) -> None:
         response = JSONResponse({"detail": self._detail()}, status_code=413)
         await response({"type": "http"}, None, send)
+
+
+class HeadAsGet:
+    """HEAD answered as GET, without the body: uptime checks and load balancers ask with HEAD.
+    (Routes answer GET alone; a HEAD that reached them would be a 405.)"""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def without_body(message):
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}  # the headers (Content-Length too) are GET's
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
 
 
 class PageHeaders:
@@ -143,8 +165,9 @@ class ThisMachineByName:
         if scope["type"] in ("http", "websocket"):
             host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
             if _host_name(host) not in self.NAMES:
+                named = f"not {host!r}" if host else "and this request has no Host header (HTTP/1.1 clients send one)"
                 detail = (
-                    f"this server answers requests addressed to 127.0.0.1 or localhost only, not {host!r} "
+                    f"this server answers requests addressed to 127.0.0.1 or localhost only, {named} "
                     "(it listens on this machine only); to serve other machines, start it with --host 0.0.0.0"
                 )
                 return await JSONResponse({"detail": detail}, status_code=400)(scope, receive, send)

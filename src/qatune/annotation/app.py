@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.exceptions import HTTPException
 
 from qatune.annotation.store import AnnotationStore, Conflict, Invalid, NotFound, Span, check_field_text, paragraphs_of
-from qatune.web import BodyLimit, PageHeaders, add_error_handlers
+from qatune.web import BodyLimit, HeadAsGet, PageHeaders, add_error_handlers
 
 STATIC = Path(str(resources.files("qatune.annotation") / "static"))  # installed as plain files (package data)
 MAX_BODY_BYTES = 5_000_000
@@ -84,9 +84,11 @@ def create_app(
         "engine": model.engine.describe(),
         "max_question_length": model.settings.max_question_length,  # longer questions are cut (the page says so)
     }
-    app = FastAPI(title="qatune annotate", docs_url=None, redoc_url=None)
+    # /api/undo/ is a 404 that names /api/undo, not a redirect without a body
+    app = FastAPI(title="qatune annotate", docs_url=None, redoc_url=None, redirect_slashes=False)
     app.state.store = store
     add_error_handlers(app)
+    app.add_middleware(HeadAsGet)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 
     def run(action, *arguments):

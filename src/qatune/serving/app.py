@@ -35,7 +35,7 @@ from qatune.modeling import locate_model
 from qatune.inference import QAModel
 from qatune.serving.batcher import LargerThanQueue, MicroBatcher, QueueFull
 from qatune.serving.metrics import ServerMetrics
-from qatune.web import BodyLimit, PageHeaders, add_error_handlers
+from qatune.web import BodyLimit, HeadAsGet, PageHeaders, add_error_handlers
 from qatune.serving.schemas import (
     MAX_TOP_K,
     AnsweredMany,
@@ -113,9 +113,11 @@ def create_app(
         docs_url=None,  # FastAPI's docs page loads its script from a CDN; the schema is at /openapi.json
         redoc_url=None,
         dependencies=[Depends(loading_started)],
+        redirect_slashes=False,  # /v1/answer/ is a 404 that names /v1/answer, not a redirect without a body
     )
     app.state.qatune = state
     add_error_handlers(app)
+    app.add_middleware(HeadAsGet)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     app.add_middleware(_Metrics, metrics=metrics)
 

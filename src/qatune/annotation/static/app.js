@@ -11,6 +11,7 @@
   const TOP_K = 3;
   const REVIEW_LIMIT = 20;
   const CONFLICT = "The file changed elsewhere: reloaded.";
+  const NOT_SAVED = "This change was not saved: check it against the data as it is now, and make it again.";
 
   const $ = (id) => document.getElementById(id);
   const els = {
@@ -302,7 +303,9 @@
         } catch (error) {
           if (failed) failed(error);
           if (error.status === 409) {
-            showNotice(`${CONFLICT} ${error.message}`);
+            // the store's "changed since you read it" names versions: the page says it in its own words
+            const stale = error.message.startsWith("the data changed since you read it");
+            showNotice(stale ? `${CONFLICT} ${NOT_SAVED}` : `${CONFLICT} ${error.message}`);
             await refresh();
           } else {
             showNotice(error.message);
@@ -1047,10 +1050,13 @@
     els.movedHeading.textContent = moved.length
       ? `${plural(moved.length, "answer", "answers")} moved with the text:`
       : "No answer had to move.";
+    const questions = questionsOf(currentParagraph());
     els.moved.replaceChildren(
-      ...moved.map((item) =>
-        element("li", "", `${quote(item.text, 60)} (question ${item.id}): ${item.from[0]}–${item.from[1]} → ${item.to[0]}–${item.to[1]}`)
-      )
+      ...moved.map((item) => {
+        const qa = questions.find((candidate) => String(candidate.id) === String(item.id));
+        const of = qa ? `answer to ${quote(qa.question, 60)}` : `question ${item.id}`; // ids only if the question is gone
+        return element("li", "", `${quote(item.text, 60)} (${of}): ${item.from[0]}–${item.from[1]} → ${item.to[0]}–${item.to[1]}`);
+      })
     );
   }
 

@@ -257,6 +257,16 @@
       els.question.focus();
       return;
     }
+    const characters = countCodePoints(context);
+    if (maxContextCharacters && characters > maxContextCharacters) {
+      // the server would refuse it (413): say so in the page's words, without asking
+      showError(
+        `The context has ${characters.toLocaleString("en")} characters; this server reads at most ` +
+          `${maxContextCharacters.toLocaleString("en")}. Keep the part that holds the answer and ask again.`
+      );
+      els.context.focus();
+      return;
+    }
     const headers = { "Content-Type": "application/json", Accept: "application/json" };
     const key = els.key.value;
     if (/[^\x20-\x7e]/.test(key)) {

@@ -4,6 +4,8 @@ and never a silent wrong result such as the base model loaded for None)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from qatune.errors import ArgumentTypeError, SettingsError
@@ -105,6 +107,16 @@ def test_an_example_with_fields_of_the_wrong_kind_is_refused(fields, message):
     values = {"id": "e", "question": "Who?", "context": "Ada wrote it.", **fields}
     with pytest.raises(ArgumentTypeError, match=message):
         Example(**values)
+
+
+@pytest.mark.parametrize("question, context, blank", [("", "Ada wrote it.", "question is blank (empty)"),
+                                                     ("Who?", "\u200b\u0301", "context is blank (U+200B U+0301)")])
+def test_an_example_with_a_blank_question_or_context_is_refused_as_reading_a_file_refuses_it(question, context, blank):
+    from qatune.data import Example
+    from qatune.errors import DataError
+
+    with pytest.raises(DataError, match=rf"^example 'e': the {re.escape(blank)}; write the "):
+        Example("e", question, context)
 
 
 def test_a_files_name_where_examples_go_says_to_read_it_first(model, tmp_path):

@@ -342,7 +342,9 @@ def questions_cut(questions: Sequence[str], tokenizer, settings: QASettings) -> 
 def _cut_questions(questions: list[str], tokenizer, settings: QASettings) -> tuple[list[str], list[bool]]:
     """Cut questions longer than `max_question_length` tokens at a token border; which were cut."""
     limit = settings.max_question_length
-    encoded = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
+    # verbose=False: a question longer than the model takes is cut here, and counted; the
+    # tokenizer's "will result in indexing errors" warning would say the opposite
+    encoded = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     kept, cut = [], []
     for question, offsets in zip(questions, encoded["offset_mapping"]):
         cut.append(len(offsets) > limit)

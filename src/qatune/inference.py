@@ -376,7 +376,7 @@ def check_text(name: str, value: object) -> None:
     surrogate); blank includes text of zero-width or combining characters alone."""
     import re
 
-    from qatune.data.checking import code_points, has_visible_character
+    from qatune.data.text import code_points, has_visible_character
 
     if not isinstance(value, str) or not value.strip():
         raise SettingsError(f"the {name} must be a non-empty string, got {value!r}")

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-import unicodedata
 from typing import Any
 
 from qatune.data.examples import GoldAnswer
 from qatune.data.messages import _describe
+from qatune.data.text import code_points, has_visible_character
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -21,32 +21,6 @@ _QUESTION_FIX = "write the question text, or remove this question"
 _CONTEXT_FIX = 'put the passage the answers come from in "context"'
 _TEXT_FIX = "copy the answer text from the context, or remove this answer"
 _START_FIX = "set it to the character index where the answer begins in the context (0 is the first)"
-
-
-# Unicode categories of characters that show nothing alone: separators (Z*), controls, format
-# characters such as the zero-width space, surrogates (Cc, Cf, Cs) and combining marks (M*).
-# Unassigned code points (Cn) count as visible: a newer emoji than this Python knows is one.
-_INVISIBLE_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Mn", "Mc", "Me"})
-
-
-def has_visible_character(text: str) -> bool:
-    """Whether `text` shows anything: a question of zero-width spaces or combining marks alone
-    is as blank as one of spaces.
-
-        >>> has_visible_character("\u200b\u0301 "), has_visible_character("Who?")
-        (False, True)
-    """
-    return any(unicodedata.category(character) not in _INVISIBLE_CATEGORIES for character in text)
-
-
-def code_points(text: str, limit: int = 8) -> str:
-    """The first code points of `text` by number: what a message can show of invisible text.
-
-        >>> code_points("\u200b\u0301")
-        'U+200B U+0301'
-    """
-    shown = " ".join(f"U+{ord(character):04X}" for character in text[:limit])
-    return shown + (f" and {len(text) - limit} more" if len(text) > limit else "")
 
 
 def _text_problem(value: Any, what: str, fix: str) -> str | None:

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Sequence, Union
 
+from qatune.data.text import code_points, has_visible_character
 from qatune.errors import ArgumentTypeError, DataError
 
 PathLike = Union[str, os.PathLike]  # a data file as users name it
@@ -55,8 +56,11 @@ class Example:
         if not isinstance(self.id, str):
             raise ArgumentTypeError(f"{where}: id must be a str, got {type(self.id).__name__} (pass str(id))")
         for name in ("question", "context"):
-            if not isinstance(getattr(self, name), str):
-                raise ArgumentTypeError(f"{where}: {name} must be a str, got {type(getattr(self, name)).__name__}")
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise ArgumentTypeError(f"{where}: {name} must be a str, got {type(value).__name__}")
+            if not has_visible_character(value):  # as reading a file refuses it
+                raise DataError(f"{where}: the {name} is blank ({code_points(value) or 'empty'}); write the {name}")
         if isinstance(self.answers, list):
             object.__setattr__(self, "answers", tuple(self.answers))
         if not isinstance(self.answers, tuple) or not all(isinstance(a, GoldAnswer) for a in self.answers):

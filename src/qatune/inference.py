@@ -20,7 +20,7 @@ from qatune.calibration import Calibration, TemperatureFit
 from qatune.data import Example
 from qatune.data.examples import as_examples, check_unique_ids
 from qatune.decoding import Answer, Decoded, answer_logits, best_answer, close_call_margin, decode
-from qatune.engines import Engine, check_bf16, check_engine_name, load_engine
+from qatune.engines import Engine, check_answering_options, load_engine
 from qatune.errors import ModelError, SettingsError
 from qatune.evaluation import Evaluation, evaluate_decoded, robust_null_threshold
 from qatune.features import Windows, check_tokenizer_room, make_windows
@@ -151,8 +151,7 @@ class QAModel:
         calls in float32; False keeps float32.
         """
         check_path_argument("path", path)
-        check_engine_name(engine)
-        check_bf16(bf16)
+        check_answering_options(engine, device, bf16)
         source = locate_model(path)
         settings = read_settings(source) if Path(source).is_dir() else QASettings()
         tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
